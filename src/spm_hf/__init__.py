@@ -1,0 +1,47 @@
+"""spm_hf: deep semi-parametric models for machine unlearning, as Hugging Face models.
+
+Importing the package registers the classifier with transformers' Auto classes (in-process) and marks
+its classes for `register_for_auto_class`, so saved folders also load with `trust_remote_code=True`
+where spm_hf is not installed.
+"""
+
+from transformers import AutoConfig, AutoModelForImageClassification
+
+from .configuration_spm import ENCODER_PRESETS, SPMConfig
+from .image_processing_spm import images_to_tensor, make_image_processor
+from .memory import (
+    ForgetReceipt,
+    ForgetRequestError,
+    MemoryIntegrityError,
+    MemoryShapeError,
+    ReingestionError,
+    SampleMemory,
+    UnknownClassError,
+    UnknownIdError,
+)
+from .modeling_spm import SPMForImageClassification, SPMImageClassifierOutput
+
+
+__version__ = "0.1.0"
+
+AutoConfig.register(SPMConfig.model_type, SPMConfig, exist_ok=True)
+AutoModelForImageClassification.register(SPMConfig, SPMForImageClassification, exist_ok=True)
+SPMConfig.register_for_auto_class()
+SPMForImageClassification.register_for_auto_class("AutoModelForImageClassification")
+
+__all__ = [
+    "ENCODER_PRESETS",
+    "ForgetReceipt",
+    "ForgetRequestError",
+    "MemoryIntegrityError",
+    "MemoryShapeError",
+    "ReingestionError",
+    "SPMConfig",
+    "SPMForImageClassification",
+    "SPMImageClassifierOutput",
+    "images_to_tensor",
+    "make_image_processor",
+    "SampleMemory",
+    "UnknownClassError",
+    "UnknownIdError",
+]
