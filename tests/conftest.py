@@ -1,0 +1,54 @@
+import os
+
+# Nothing in the suite may reach the network: the Hub is unreachable from CI machines.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from spm_hf import SampleMemory, SPMConfig, SPMForImageClassification  # noqa: E402
+
+
+CLASSES = ["airplane", "automobile", "bird", "cat", "deer"]
+
+
+def make_config(**overrides) -> SPMConfig:
+    kwargs = dict(
+        encoder="resnet-tiny",
+        id2label=dict(enumerate(CLASSES)),
+        label2id={n: i for i, n in enumerate(CLASSES)},
+    )
+    kwargs.update(overrides)
+    return SPMConfig(**kwargs)
+
+
+def make_memory(n: int = 60, dim: int = 16, seed: int = 0, trained_on=True, salt: str = "00ff") -> SampleMemory:
+    g = torch.Generator().manual_seed(seed)
+    memory = SampleMemory(CLASSES, (dim,), salt=salt)
+    memory.add(
+        [f"train/{i:05d}" for i in range(n)],
+        torch.arange(n) % len(CLASSES),
+        torch.randn(n, dim, generator=g),
+        trained_on=trained_on,
+    )
+    return memory
+
+
+@pytest.fixture
+def memory() -> SampleMemory:
+    return make_memory()
+
+
+@pytest.fixture
+def model() -> SPMForImageClassification:
+    torch.manual_seed(0)
+    m = SPMForImageClassification(make_config()).eval()
+    m.set_memory(make_memory())
+    return m
+
+
+@pytest.fixture
+def images() -> torch.Tensor:
+    return torch.randn(6, 3, 32, 32, generator=torch.Generator().manual_seed(1))
