@@ -31,6 +31,8 @@ class SPMConfig(PreTrainedConfig):
             (defaults to the embedding size, as in the paper).
         num_experts (`int`, defaults to 1): pairwise relation experts mixed by a gate (the paper ships 1,
             in which case no gate is built).
+        fusion_similarity (`str`, defaults to `"dot"`): `"dot"` (the paper's scaled dot product of the
+            projections) or `"cosine"` (their cosine); either is multiplied by a learned logit scale.
         memory_mode (`str`, defaults to `"class_mean"`): `"class_mean"` (SPM-C: one prototype per class,
             the mean embedding of every sample of that class in memory) or `"knn"` (SPM-R: per query, its
             `knn_k` nearest memory entries, prototypes formed within that neighbourhood).
@@ -49,6 +51,7 @@ class SPMConfig(PreTrainedConfig):
         image_size: int = 32,
         fusion_hidden_dim: int | None = None,
         num_experts: int = 1,
+        fusion_similarity: str = "dot",
         memory_mode: str = "class_mean",
         knn_k: int = 64,
         knn_backend: str = "torch",
@@ -72,6 +75,9 @@ class SPMConfig(PreTrainedConfig):
         self.image_size = image_size
         self.fusion_hidden_dim = fusion_hidden_dim or self.encoder_widths[-1]
         self.num_experts = num_experts
+        if fusion_similarity not in ("dot", "cosine"):
+            raise ValueError(f"fusion_similarity must be 'dot' or 'cosine', got {fusion_similarity!r}")
+        self.fusion_similarity = fusion_similarity
         self.memory_mode = memory_mode
         self.knn_k = knn_k
         self.knn_backend = knn_backend

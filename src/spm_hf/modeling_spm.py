@@ -96,16 +96,19 @@ class PairwiseRelationFusion(nn.Module):
     """Mixture of pairwise-relation experts over class prototypes (paper-spec §2.1).
 
     Each expert scores a query against each prototype with a scaled dot product of bias-free
-    projections; the softmax runs over the classes present only. With several experts a gate over
+    projections (`similarity="dot"`, the paper's) or their cosine (`"cosine"`), times a learned logit
+    scale; the softmax runs over the classes present only. With several experts a gate over
     [query; mean of present prototypes] mixes the experts' distributions.
     """
 
-    def __init__(self, embed_dim: int, hidden_dim: int, num_experts: int):
+    def __init__(self, embed_dim: int, hidden_dim: int, num_experts: int, similarity: str = "dot"):
         super().__init__()
-        self.num_experts, self.hidden_dim = num_experts, hidden_dim
+        self.num_experts, self.hidden_dim, self.similarity = num_experts, hidden_dim, similarity
         self.query_proj = nn.Linear(embed_dim, num_experts * hidden_dim, bias=False)
         self.prototype_proj = nn.Linear(embed_dim, num_experts * hidden_dim, bias=False)
         self.gate = nn.Linear(2 * embed_dim, num_experts) if num_experts > 1 else None
+        # log of a learned logit scale; for "cosine" it starts at log(10) (see _init_weights)
+        self.logit_scale = nn.Parameter(torch.zeros(()))
 
     def forward(self, query: torch.Tensor, prototypes: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
         """query (B, D); prototypes (C, D) shared or (B, C, D) per query; present (C,) or (B, C) bool.
@@ -116,12 +119,16 @@ class PairwiseRelationFusion(nn.Module):
         q = self.query_proj(query).view(batch, experts, hidden)
         if prototypes.dim() == 2:
             s = self.prototype_proj(prototypes).view(-1, experts, hidden)
-            scores = torch.einsum("beh,ceh->bec", q, s)
             present = present.unsqueeze(0).expand(batch, -1)
         else:
             s = self.prototype_proj(prototypes).view(batch, -1, experts, hidden)
-            scores = torch.einsum("beh,bceh->bec", q, s)
-        scores = scores / math.sqrt(hidden)
+        if self.similarity == "cosine":
+            q, s = F.normalize(q, dim=-1), F.normalize(s, dim=-1)
+            scale = self.logit_scale.exp()
+        else:
+            scale = self.logit_scale.exp() / math.sqrt(hidden)
+        equation = "beh,ceh->bec" if s.dim() == 3 else "beh,bceh->bec"
+        scores = torch.einsum(equation, q, s) * scale
         absent = ~present
         probs = torch.softmax(scores.masked_fill(absent.unsqueeze(1), float("-inf")), dim=-1)  # (B, E, C)
         if self.gate is not None:
@@ -181,6 +188,7 @@ def neighbourhood_prototypes(
 
 class SPMPreTrainedModel(PreTrainedModel):
     config_class = SPMConfig
+    accepts_loss_kwargs = False  # the loss is a plain mean: Trainer must not rescale it
     base_model_prefix = "spm"
     main_input_name = "pixel_values"
     input_modalities = ("image",)
@@ -200,6 +208,8 @@ class SPMPreTrainedModel(PreTrainedModel):
             nn.init.kaiming_uniform_(module.weight, a=math.sqrt(5))
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
+        elif isinstance(module, PairwiseRelationFusion):
+            nn.init.constant_(module.logit_scale, math.log(10.0) if module.similarity == "cosine" else 0.0)
 
 
 class SPMForImageClassification(SPMPreTrainedModel):
@@ -217,7 +227,9 @@ class SPMForImageClassification(SPMPreTrainedModel):
     def __init__(self, config: SPMConfig):
         super().__init__(config)
         self.encoder = CifarResNetEncoder(config.num_channels, config.encoder_depths, config.encoder_widths)
-        self.fusion = PairwiseRelationFusion(config.embed_dim, config.fusion_hidden_dim, config.num_experts)
+        self.fusion = PairwiseRelationFusion(
+            config.embed_dim, config.fusion_hidden_dim, config.num_experts, config.fusion_similarity
+        )
         # The memory is not an nn.Module and not in the state dict: it is saved beside the weights.
         self.memory: SampleMemory | None = None
         self.image_processor = None  # set by from_pretrained / the training scripts; saved beside the weights
@@ -281,13 +293,14 @@ class SPMForImageClassification(SPMPreTrainedModel):
         image_column: str | None = None,
         label_column: str = "label",
         id_column: str | None = "sample_id",
-        trained_on: bool = True,
+        trained_on: bool | torch.Tensor = True,
         show_progress: bool = True,
     ) -> SampleMemory:
         """Encode every sample of a `datasets.Dataset` (no augmentation, eval mode) into a new memory.
 
         The image column is `image_column` or the first of `image` / `img` / `pixel_values`; ids come from
-        `id_column` (the row number, zero-padded, when the dataset has none). Returns and attaches it.
+        `id_column` (the row number, zero-padded, when the dataset has none). `trained_on` is one flag or
+        one per row (False for samples the parameters never saw). Returns and attaches the memory.
         """
         from transformers.utils.logging import tqdm
 
@@ -315,7 +328,8 @@ class SPMForImageClassification(SPMPreTrainedModel):
                 ids = batch[id_column] if id_column and id_column in columns else [
                     f"{i:05d}" for i in range(start, start + len(images))
                 ]
-                memory.add(ids, batch[label_column], self.encode(pixel_values).cpu(), trained_on=trained_on)
+                flags = trained_on if isinstance(trained_on, bool) else trained_on[start : start + len(ids)]
+                memory.add(ids, batch[label_column], self.encode(pixel_values).cpu(), trained_on=flags)
                 bar.update(len(ids))
         self.set_memory(memory)
         return memory

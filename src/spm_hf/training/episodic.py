@@ -15,6 +15,7 @@ images live in one uint8 tensor decoded once (see `spm_hf.data.as_uint8_tensors`
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 
 import torch
@@ -141,6 +142,7 @@ class EpisodicCollator:
             permute_labels=permute_labels and support != "none",
             seed=seed,
         )
+        self.seed = seed
         self.generator = torch.Generator().manual_seed(seed + 1)
 
     def _pixels(self, indices: torch.Tensor) -> torch.Tensor:
@@ -151,6 +153,11 @@ class EpisodicCollator:
 
     def __call__(self, items: list[dict]) -> dict:
         indices = torch.tensor([item["index"] for item in items], dtype=torch.long)
+        # Each batch's randomness is a function of (seed, the batch's indices): the same episode whatever
+        # the process, worker or resume point, so a resumed run continues exactly.
+        batch_seed = zlib.crc32(indices.numpy().tobytes(), self.seed)
+        self.sampler.generator.manual_seed(batch_seed)
+        self.generator.manual_seed(batch_seed + 1)
         episode = self.sampler.sample(indices)
         out = {"pixel_values": self._pixels(indices), "labels": episode.permutation[self.labels[indices]]}
         if self.support == "separate":

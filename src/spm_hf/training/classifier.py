@@ -1,0 +1,290 @@
+"""Train an SPM classifier (or its parametric baseline) through `transformers.Trainer`.
+
+`train_classifier(preset, output_dir)` trains episodically, builds the memory over the whole training
+split (no augmentation), evaluates on the test split in both memory modes and saves a folder that
+`SPMForImageClassification.from_pretrained` loads. Runs unchanged under `torchrun` /
+`accelerate launch` (the Trainer handles DDP; only rank 0 writes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field, replace
+
+import torch
+from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_utils import get_last_checkpoint
+
+from ..baselines.parametric import ParametricForImageClassification
+from ..configuration_spm import SPMConfig
+from ..data import as_uint8_tensors, label_names, load_image_dataset
+from ..image_processing_spm import CIFAR10_MEAN, CIFAR10_STD, MNIST_MEAN, MNIST_STD, make_image_processor
+from ..image_processing_spm import normalize_uint8
+from ..modeling_spm import SPMForImageClassification
+from .episodic import EpisodicCollator, IndexDataset
+
+
+@dataclass
+class ClassifierPreset:
+    """Everything that defines a training run (saved as `training_args.json` beside the model)."""
+
+    name: str
+    dataset: str = "cifar10"
+    encoder: str = "resnet-small"
+    epochs: float = 6
+    batch_size: int = 256
+    learning_rate: float = 0.1
+    weight_decay: float = 5e-4
+    momentum: float = 0.9
+    schedule: str = "onecycle"  # "onecycle" | "multistep" (the paper: x0.1 at 36% and 91% of training)
+    support: str = "batch"  # "batch" (leave-one-out) | "separate" (the paper's 1024-image support)
+    support_size: int = 1024
+    permute_labels: bool = True
+    max_train_samples: int | None = None
+    max_test_samples: int | None = None
+    memory_samples: int | None = None  # None: the whole training split
+    knn_k: int = 64
+    seed: int = 0
+    milestones: list[float] = field(default_factory=lambda: [0.36, 0.91])
+
+
+PRESETS: dict[str, ClassifierPreset] = {
+    # tests and smoke checks: under a minute on 2 CPU cores
+    "tiny": ClassifierPreset(
+        name="tiny", encoder="resnet-tiny", epochs=3, batch_size=64, learning_rate=0.05,
+        max_train_samples=2000, max_test_samples=500, memory_samples=2000, knn_k=16,
+    ),
+    # the README's main job: a few minutes on 2 CPU cores
+    "quick": ClassifierPreset(name="quick", encoder="resnet-small", epochs=2, max_train_samples=20000),
+    # full CIFAR-10, small encoder, <= 30 minutes of training on 2 CPU cores
+    "cifar10-cpu": ClassifierPreset(name="cifar10-cpu", encoder="resnet-small", epochs=7),
+    # the paper's recipe (paper-spec §2.5), for a GPU
+    "cifar10-paper": ClassifierPreset(
+        name="cifar10-paper", encoder="resnet18", epochs=100, schedule="multistep", support="separate",
+        support_size=1024, knn_k=256,
+    ),
+}
+
+
+def get_preset(name: str, **overrides) -> ClassifierPreset:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    return replace(PRESETS[name], **overrides)
+
+
+def _normalizer(processor):
+    return lambda images: normalize_uint8(images, processor)
+
+
+class EpochTimer(TrainerCallback):
+    """Records wall time per epoch (the benchmark compares budgets, not epochs)."""
+
+    def __init__(self):
+        self.epoch_seconds: list[float] = []
+        self._start = None
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        self.epoch_seconds.append(time.perf_counter() - self._start)
+
+
+@torch.no_grad()
+def evaluate_classifier(model, images: torch.Tensor, labels: torch.Tensor, processor, batch_size: int = 500) -> dict:
+    """Accuracy (%) overall and per class on uint8 images (no augmentation), model in eval mode."""
+    model.eval()
+    predictions = []
+    for start in range(0, len(images), batch_size):
+        pixel_values = normalize_uint8(images[start : start + batch_size], processor).to(model.device)
+        predictions.append(model(pixel_values).logits.argmax(-1).cpu())
+    predictions = torch.cat(predictions)
+    correct = predictions == labels
+    names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    per_class = {
+        name: round(100.0 * correct[labels == c].float().mean().item(), 2) if (labels == c).any() else None
+        for c, name in enumerate(names)
+    }
+    return {"accuracy": round(100.0 * correct.float().mean().item(), 2), "per_class": per_class}
+
+
+def build_model(preset: ClassifierPreset, names: list[str], num_channels: int, image_size: int, parametric: bool):
+    config = SPMConfig(
+        encoder=preset.encoder,
+        num_channels=num_channels,
+        image_size=image_size,
+        knn_k=preset.knn_k,
+        id2label=dict(enumerate(names)),
+        label2id={n: i for i, n in enumerate(names)},
+    )
+    return (ParametricForImageClassification if parametric else SPMForImageClassification)(config)
+
+
+def train_classifier(
+    preset: str | ClassifierPreset,
+    output_dir: str,
+    parametric: bool = False,
+    resume: bool | str = False,
+    show_progress: bool = True,
+    evaluate: bool = True,
+    **overrides,
+) -> dict:
+    """Train, build the memory, evaluate and save. Returns the summary (also `training_summary.json`).
+
+    Args:
+        preset: a name in `PRESETS` or a `ClassifierPreset`.
+        output_dir: the final model folder; checkpoints go to `<output_dir>/checkpoints`.
+        parametric: train the parametric baseline (same encoder + linear head, same recipe).
+        resume: True to resume from the last checkpoint in `<output_dir>/checkpoints`, or a path.
+        overrides: fields of `ClassifierPreset` to change (e.g. `epochs=1`).
+    """
+    preset = get_preset(preset, **overrides) if isinstance(preset, str) else replace(preset, **overrides)
+    torch.manual_seed(preset.seed)
+    data = load_image_dataset(preset.dataset)
+    names = label_names(data)
+    train_images, train_labels, train_ids = as_uint8_tensors(data["train"], limit=preset.max_train_samples)
+    test_images, test_labels, _ = as_uint8_tensors(data["test"], limit=preset.max_test_samples)
+    num_channels, image_size = train_images.shape[1], train_images.shape[2]
+    mean, std = (CIFAR10_MEAN, CIFAR10_STD) if num_channels == 3 else (MNIST_MEAN, MNIST_STD)
+    processor = make_image_processor(image_size, mean, std)
+    model = build_model(preset, names, num_channels, image_size, parametric)
+
+    collator = EpisodicCollator(
+        train_images,
+        train_labels,
+        len(names),
+        _normalizer(processor),
+        support="none" if parametric else preset.support,
+        support_size=preset.support_size,
+        permute_labels=preset.permute_labels,
+        augment=True,
+        seed=preset.seed,
+    )
+    checkpoint_dir = os.path.join(output_dir, "checkpoints")
+    args = TrainingArguments(
+        output_dir=checkpoint_dir,
+        per_device_train_batch_size=preset.batch_size,
+        num_train_epochs=preset.epochs,
+        learning_rate=preset.learning_rate,
+        weight_decay=preset.weight_decay,
+        save_strategy="epoch",
+        save_total_limit=2,
+        logging_steps=max(1, len(train_labels) // preset.batch_size // 10),
+        report_to="none",
+        remove_unused_columns=False,
+        dataloader_drop_last=True,
+        seed=preset.seed,
+        data_seed=preset.seed,
+        disable_tqdm=not show_progress,
+        use_cpu=not torch.cuda.is_available(),
+        ddp_find_unused_parameters=False,
+    )
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    steps_per_epoch = len(train_labels) // (preset.batch_size * world)
+    total_steps = max(1, math.ceil(steps_per_epoch * preset.epochs))
+    optimizer = torch.optim.SGD(
+        model.parameters(),
+        lr=preset.learning_rate,
+        momentum=preset.momentum,
+        weight_decay=preset.weight_decay,
+        nesterov=True,
+    )
+    if preset.schedule == "onecycle":
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=preset.learning_rate, total_steps=total_steps, pct_start=0.25
+        )
+    elif preset.schedule == "multistep":
+        scheduler = torch.optim.lr_scheduler.MultiStepLR(
+            optimizer, milestones=[int(m * total_steps) for m in preset.milestones], gamma=0.1
+        )
+    else:
+        raise ValueError(f"unknown schedule {preset.schedule!r}")
+    timer = EpochTimer()
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=IndexDataset(len(train_labels)),
+        data_collator=collator,
+        optimizers=(optimizer, scheduler),
+        callbacks=[timer],
+    )
+    resume_from = None
+    if resume:
+        resume_from = resume if isinstance(resume, str) else get_last_checkpoint(checkpoint_dir)
+        if resume_from is None:
+            raise FileNotFoundError(f"no checkpoint to resume from in {checkpoint_dir}")
+    start = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=resume_from)
+    train_seconds = time.perf_counter() - start
+
+    summary = {
+        "preset": asdict(preset),
+        "model": "parametric" if parametric else "spm",
+        "train_samples": len(train_labels),
+        "train_seconds": round(train_seconds, 1),
+        "epoch_seconds": [round(s, 1) for s in timer.epoch_seconds],
+        "train_loss": round(result.training_loss, 4),
+        "global_step": trainer.state.global_step,
+        "world_size": world,
+        "device": str(model.device),
+        "torch_threads": torch.get_num_threads(),
+        "weights_sha256": state_dict_sha256(trainer.model.state_dict()),
+    }
+    if not trainer.is_world_process_zero():
+        return summary
+
+    model = trainer.model
+    model.image_processor = processor
+    if evaluate:
+        summary.update(_evaluate_and_attach_memory(model, parametric, preset, data, processor, test_images, test_labels, show_progress))
+    model.save_pretrained(output_dir)
+    _write_json(os.path.join(output_dir, "training_summary.json"), summary)
+    return summary
+
+
+def _evaluate_and_attach_memory(model, parametric, preset, data, processor, test_images, test_labels, show_progress):
+    out = {}
+    if parametric:
+        out["test"] = {"parametric": evaluate_classifier(model, test_images, test_labels, processor)}
+        return out
+    # The memory holds every training sample (also when training used a subset: the parameters then
+    # saw only part of it, which `trained_on` records).
+    memory_split = data["train"]
+    if preset.memory_samples is not None:
+        memory_split = memory_split.select(range(preset.memory_samples))
+    trained = torch.zeros(len(memory_split), dtype=torch.bool)
+    trained[: (preset.max_train_samples or len(memory_split))] = True
+    start = time.perf_counter()
+    memory = model.build_memory(
+        memory_split, image_processor=processor, batch_size=1000, trained_on=trained, show_progress=show_progress
+    )
+    out["memory_seconds"] = round(time.perf_counter() - start, 1)
+    out["memory_size"] = len(memory)
+    results = {}
+    for mode in ("class_mean", "knn"):
+        model.config.memory_mode = mode
+        results[mode] = evaluate_classifier(model, test_images, test_labels, processor)
+    model.config.memory_mode = "class_mean"
+    out["test"] = results
+    return out
+
+
+def state_dict_sha256(state_dict: dict) -> str:
+    """SHA-256 over a state dict's names and bytes (to compare weights across processes or runs)."""
+    h = hashlib.sha256()
+    for key in sorted(state_dict):
+        h.update(key.encode())
+        h.update(state_dict[key].detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _write_json(path: str, payload: dict) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(payload, f, indent=1)
+    os.replace(tmp, path)
