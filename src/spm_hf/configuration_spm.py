@@ -6,10 +6,12 @@ from transformers import PreTrainedConfig
 
 
 # CIFAR-style ResNets (3x3 stem, no max-pool, BasicBlocks). `resnet18` is the paper's encoder
-# (paper-spec §2.1); `resnet-small` (0.3M parameters) trains on a 2-core CPU; `resnet-tiny` is for tests.
+# (paper-spec §2.1); `resnet-small` (0.3M parameters) trains on a 2-core CPU; `resnet-mini` is for smoke
+# runs and `resnet-tiny` for unit tests.
 ENCODER_PRESETS: dict[str, dict[str, list[int]]] = {
     "resnet18": {"depths": [2, 2, 2, 2], "widths": [64, 128, 256, 512]},
     "resnet-small": {"depths": [1, 1, 1], "widths": [32, 64, 128]},
+    "resnet-mini": {"depths": [1, 1, 1], "widths": [16, 32, 64]},
     "resnet-tiny": {"depths": [1, 1], "widths": [8, 16]},
 }
 

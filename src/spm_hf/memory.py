@@ -121,34 +121,45 @@ class ForgetReceipt:
 
     Attributes:
         removed_per_class: label name -> number of samples removed.
-        status: salted id hash -> `"trained_on"` (the parameters saw the sample: it is gone from the
-            memory, and the remaining gap to a retrained model is measured, not zero) or `"memory_only"`
-            (the parameters never saw it: deletion is exact).
+        removed_hashes / removed_trained_on: per removed sample, its salted id hash and whether the
+            parameters were trained on it; `status` maps one to the other.
         digest_before / digest_after: `SampleMemory.digest()` around the call.
         seconds: wall time of the call.
         already_forgotten: requested ids that the ledger shows as forgotten earlier (no-op for them).
     """
 
     removed_per_class: dict[str, int]
-    status: dict[str, str]
+    removed_hashes: list[str]
+    removed_trained_on: np.ndarray
     digest_before: str
     digest_after: str
     seconds: float
     salt: str
     already_forgotten: int = 0
     timestamp: str = field(default_factory=_now)
+    _status: dict[str, str] | None = field(default=None, repr=False, compare=False)
 
     @property
     def num_removed(self) -> int:
         return sum(self.removed_per_class.values())
 
     @property
+    def status(self) -> dict[str, str]:
+        """Salted id hash -> `"trained_on"` (the parameters saw the sample: it is gone from the memory,
+        and the remaining gap to a retrained model is measured, not zero) or `"memory_only"` (the
+        parameters never saw it: deletion is exact)."""
+        if self._status is None:
+            flags = np.where(self.removed_trained_on, TRAINED_ON, MEMORY_ONLY).tolist()
+            self._status = dict(zip(self.removed_hashes, flags))
+        return self._status
+
+    @property
     def num_trained_on(self) -> int:
-        return sum(1 for s in self.status.values() if s == TRAINED_ON)
+        return int(np.count_nonzero(self.removed_trained_on))
 
     @property
     def num_memory_only(self) -> int:
-        return sum(1 for s in self.status.values() if s == MEMORY_ONLY)
+        return len(self.removed_hashes) - self.num_trained_on
 
     def status_of(self, sample_id: str) -> str | None:
         """`"trained_on"`, `"memory_only"` or None (not removed by this call) for a clear-text id."""
@@ -220,8 +231,10 @@ class SampleMemory:
         self._labels = torch.zeros(capacity, dtype=torch.long, device=device)
         self._trained_on = torch.zeros(capacity, dtype=torch.bool, device=device)
         self._row_hashes = np.zeros((capacity, _LANES), dtype=np.uint64)
-        self._ids: list[str] = []
-        self._row_of: dict[str, int] = {}
+        # Per-row id and salted id hash, moved with the row (object arrays: moves are pointer copies).
+        self._ids = np.empty(capacity, dtype=object)
+        self._id_hashes = np.empty(capacity, dtype=object)
+        self._row_of: dict[str, int] | None = {}  # id -> row; None = stale, rebuilt on the next lookup
         self._digest_lanes = np.zeros(_LANES, dtype=np.uint64)
         self._class_sums: torch.Tensor | None = None  # (C, D) float64, built lazily for 1-D values
         self._class_counts = torch.zeros(len(self.label_names), dtype=torch.long)
@@ -241,6 +254,11 @@ class SampleMemory:
         trained[: self._n] = self._trained_on[: self._n]
         hashes = np.zeros((new_capacity, _LANES), dtype=np.uint64)
         hashes[: self._n] = self._row_hashes[: self._n]
+        ids = np.empty(new_capacity, dtype=object)
+        ids[: self._n] = self._ids[: self._n]
+        id_hashes = np.empty(new_capacity, dtype=object)
+        id_hashes[: self._n] = self._id_hashes[: self._n]
+        self._ids, self._id_hashes = ids, id_hashes
         # Scrub the old buffers before letting them go: they hold the same rows, and a stale copy must
         # not outlive a later forget.
         self._values.zero_()
@@ -264,7 +282,12 @@ class SampleMemory:
     @property
     def ids(self) -> list[str]:
         """Live sample ids, in row order (a copy)."""
-        return list(self._ids)
+        return self._ids[: self._n].tolist()
+
+    def _row_index(self) -> dict[str, int]:
+        if self._row_of is None:
+            self._row_of = {sample_id: row for row, sample_id in enumerate(self._ids[: self._n].tolist())}
+        return self._row_of
 
     @property
     def num_classes(self) -> int:
@@ -278,7 +301,7 @@ class SampleMemory:
         return self._n
 
     def __contains__(self, sample_id: str) -> bool:
-        return sample_id in self._row_of
+        return sample_id in self._row_index()
 
     def __repr__(self) -> str:
         return (
@@ -303,6 +326,11 @@ class SampleMemory:
     def add_listener(self, listener) -> None:
         """Register an aggregate kept in step with the memory (see `FaissNeighborIndex`)."""
         self._listeners.append(listener)
+
+    def remove_listener(self, listener) -> None:
+        """Detach an aggregate registered with `add_listener` (no error if it is not attached)."""
+        if listener in self._listeners:
+            self._listeners.remove(listener)
 
     def _notify(self, event: str, **kwargs) -> None:
         for listener in self._listeners:
@@ -333,7 +361,7 @@ class SampleMemory:
         """Digest recomputed from the values themselves (O(N)); `verify()` compares it to `digest()`."""
         lanes = np.zeros(_LANES, dtype=np.uint64)
         values, labels, trained = self.values, self.labels.tolist(), self.trained_on.tolist()
-        for row, sample_id in enumerate(self._ids):
+        for row, sample_id in enumerate(self.ids):
             lanes += self._row_hash(sample_id, labels[row], trained[row], values[row])
         h = hashlib.sha256()
         h.update(json.dumps([self.label_names, list(self.value_shape), str(self.dtype)]).encode())
@@ -403,7 +431,8 @@ class SampleMemory:
                     dup.append(i)
                 seen.add(i)
             raise ValueError(f"duplicate ids in add(): {dup[:5]}")
-        clash = [i for i in ids if i in self._row_of]
+        row_of = self._row_index()
+        clash = [i for i in ids if i in row_of]
         if clash:
             raise ValueError(f"{len(clash)} ids are already in memory, e.g. {clash[:5]}")
         if not allow_reingest and self._forgotten_hashes:
@@ -431,11 +460,11 @@ class SampleMemory:
         cpu_values = values.cpu()
         labels_list, flags_list = labels.tolist(), flags.tolist()
         for k, sample_id in enumerate(ids):
-            row_hash = self._row_hash(sample_id, labels_list[k], flags_list[k], cpu_values[k])
-            self._row_hashes[start + k] = row_hash
-            self._row_of[sample_id] = start + k
+            self._row_hashes[start + k] = self._row_hash(sample_id, labels_list[k], flags_list[k], cpu_values[k])
+            self._id_hashes[start + k] = hash_id(sample_id, self.salt)
+            row_of[sample_id] = start + k
         self._digest_lanes += self._row_hashes[start : start + n].sum(axis=0, dtype=np.uint64)
-        self._ids.extend(ids)
+        self._ids[start : start + n] = ids
         self._n += n
         self._class_counts += torch.bincount(labels, minlength=self.num_classes)
         if self._class_sums is not None:
@@ -476,20 +505,23 @@ class SampleMemory:
             ids = [ids]
         if isinstance(classes, (str, int)):
             classes = [classes]
-        rows: set[int] = set()
+        # numpy on the CPU: these are small serial operations, and torch's thread pool stalls them when
+        # the cores are busy.
+        mask = np.zeros(self._n, dtype=bool)
         already = 0
         if classes is not None:
             class_idx = sorted({self.class_index(c) for c in classes})
-            if class_idx:
-                mask = torch.isin(self.labels.cpu(), torch.tensor(class_idx))
-                rows.update(torch.nonzero(mask).flatten().tolist())
+            labels = self.labels.cpu().numpy()
+            for c in class_idx:
+                mask |= labels == c
         if ids is not None:
-            unknown = []
+            unknown, id_rows = [], []
+            row_of = self._row_index()
             for sample_id in ids:
                 sample_id = str(sample_id)
-                row = self._row_of.get(sample_id)
+                row = row_of.get(sample_id)
                 if row is not None:
-                    rows.add(row)
+                    id_rows.append(row)
                 elif hash_id(sample_id, self.salt) in self._forgotten_hashes:
                     already += 1
                 else:
@@ -498,12 +530,14 @@ class SampleMemory:
                 raise UnknownIdError(
                     f"{len(unknown)} ids are not in memory and were never forgotten from it, e.g. {unknown[:5]}"
                 )
-        if rows and len(rows) == self._n:
+            mask[id_rows] = True
+        rows = np.flatnonzero(mask)  # sorted, unique
+        if len(rows) and len(rows) == self._n:
             raise ForgetRequestError(
                 "this request would forget every sample in the memory (every class); an SPM with an empty "
                 "memory cannot predict. Forget fewer classes, or train a new model."
             )
-        return sorted(rows), already
+        return rows, already
 
     def forget(
         self, ids: Iterable[str] | None = None, classes: Iterable[str | int] | None = None
@@ -512,24 +546,25 @@ class SampleMemory:
         start = time.perf_counter()
         digest_before = self.digest()
         rows, already = self.resolve(ids=ids, classes=classes)
-        status: dict[str, str] = {}
         per_class = {name: 0 for name in self.label_names}
-        if rows:
-            status, per_class = self._delete_rows(rows)
-            hashes = list(status)
+        hashes: list[str] = []
+        flags = np.zeros(0, dtype=bool)
+        if len(rows):
+            hashes, flags, per_class = self._delete_rows(rows)
             self._forgotten_hashes.update(hashes)
         digest_after = self.digest()
         seconds = time.perf_counter() - start
         receipt = ForgetReceipt(
             removed_per_class=per_class,
-            status=status,
+            removed_hashes=hashes,
+            removed_trained_on=flags,
             digest_before=digest_before,
             digest_after=digest_after,
             seconds=seconds,
             salt=self.salt,
             already_forgotten=already,
         )
-        if rows:
+        if len(rows):
             self.ledger.append(
                 {
                     "event": "forget",
@@ -540,61 +575,73 @@ class SampleMemory:
                     "num_memory_only": receipt.num_memory_only,
                     "digest_before": digest_before,
                     "digest_after": digest_after,
-                    "id_hashes": sorted(status),
+                    "id_hashes": sorted(hashes),
                 }
             )
         return receipt
 
-    def _delete_rows(self, rows: list[int]) -> tuple[dict[str, str], dict[str, int]]:
-        """Remove `rows` (sorted, unique) in O(len(rows)): fill holes from the tail, zero the tail."""
+    def _delete_rows(self, rows: np.ndarray) -> tuple[list[str], np.ndarray, dict[str, int]]:
+        """Remove `rows` (sorted, unique) in O(len(rows)): fill holes from the tail, zero the tail.
+
+        Returns the removed rows' salted id hashes, their `trained_on` flags and counts per class.
+        """
         n, k = self._n, len(rows)
         new_n = n - k
-        rows_t = torch.tensor(rows, dtype=torch.long)
-        labels_cpu = self._labels[:n].cpu()
-        removed_labels = labels_cpu[rows_t]
-        removed_flags = self._trained_on[:n].cpu()[rows_t].tolist()
+        cpu = self._values.device.type == "cpu"
+        # numpy views of the CPU storage (torch's per-op overhead and thread pool cost more than the work)
+        labels = self._labels.numpy() if cpu else self._labels
+        trained = self._trained_on.numpy() if cpu else self._trained_on
+        values = self._values.numpy() if cpu else self._values
+        index = (lambda a: a) if cpu else (lambda a: torch.from_numpy(a).to(self.device))
+        removed_labels = torch.as_tensor(labels[index(rows)]).cpu()
+        removed_flags = torch.as_tensor(trained[index(rows)]).cpu().numpy()
 
         # Receipt and downdates first, while the removed rows are still in place.
-        per_class_counts = torch.bincount(removed_labels, minlength=self.num_classes)
+        per_class_counts = torch.from_numpy(np.bincount(removed_labels.numpy(), minlength=self.num_classes))
         per_class = dict(zip(self.label_names, per_class_counts.tolist()))
-        status = {}
-        for row, flag in zip(rows, removed_flags):
-            status[hash_id(self._ids[row], self.salt)] = TRAINED_ON if flag else MEMORY_ONLY
+        hashes = self._id_hashes[rows].tolist()
         self._digest_lanes -= self._row_hashes[rows].sum(axis=0, dtype=np.uint64)
         self._class_counts -= per_class_counts
         if self._class_sums is not None:
-            removed_values = self._values[rows_t.to(self.device)].detach().cpu().reshape(k, -1).double()
-            self._class_sums.index_add_(0, removed_labels, removed_values, alpha=-1.0)
-            # Classes with nothing left get an exact zero sum (no float residue of the removed rows).
-            self._class_sums[self._class_counts == 0] = 0.0
+            emptied = self._class_counts == 0
+            # Classes with nothing left get an exact zero; the others lose exactly the removed rows.
+            partial = ~emptied[removed_labels]
+            if bool(partial.any()):
+                sub = torch.from_numpy(rows)[partial]
+                removed_values = self._values[sub.to(self.device)].detach().cpu().reshape(len(sub), -1).double()
+                self._class_sums.index_add_(0, removed_labels[partial], removed_values, alpha=-1.0)
+            self._class_sums[emptied] = 0.0
 
         # Holes below new_n are filled with kept rows from the tail [new_n, n).
-        removed_set = set(rows)
-        holes = [r for r in rows if r < new_n]
-        movers = [r for r in range(new_n, n) if r not in removed_set]
-        assert len(holes) == len(movers)
-        if holes:
-            dst = torch.tensor(holes, dtype=torch.long, device=self.device)
-            src = torch.tensor(movers, dtype=torch.long, device=self.device)
-            self._values[dst] = self._values[src]
-            self._labels[dst] = self._labels[src]
-            self._trained_on[dst] = self._trained_on[src]
-            self._row_hashes[holes] = self._row_hashes[movers]
-        # Scrub the vacated tail: no storage of this object keeps a forgotten value.
-        self._values[new_n:n] = 0
-        self._labels[new_n:n] = 0
-        self._trained_on[new_n:n] = False
+        holes = rows[rows < new_n]
+        tail_removed = np.zeros(n - new_n, dtype=bool)
+        tail_removed[rows[rows >= new_n] - new_n] = True
+        movers = np.nonzero(~tail_removed)[0] + new_n
+        if self._row_of is not None:
+            # Cheap to keep in step for a few rows; for many, rebuild lazily on the next id lookup.
+            if k <= 64:
+                for sample_id in self._ids[rows].tolist():
+                    del self._row_of[sample_id]
+                for dst, sample_id in zip(holes.tolist(), self._ids[movers].tolist()):
+                    self._row_of[sample_id] = dst
+            else:
+                self._row_of = None
+        if len(holes):
+            for table in (values, labels, trained):
+                table[index(holes)] = table[index(movers)]
+            for table in (self._row_hashes, self._ids, self._id_hashes):
+                table[holes] = table[movers]
+        # Scrub the vacated tail: no storage of this object keeps a forgotten value or id.
+        values[new_n:n] = 0
+        labels[new_n:n] = 0
+        trained[new_n:n] = False
         self._row_hashes[new_n:n] = 0
-
-        for row in rows:
-            del self._row_of[self._ids[row]]
-        for dst_row, src_row in zip(holes, movers):
-            self._ids[dst_row] = self._ids[src_row]
-            self._row_of[self._ids[dst_row]] = dst_row
-        del self._ids[new_n:]
+        self._ids[new_n:n] = None
+        self._id_hashes[new_n:n] = None
         self._n = new_n
-        self._notify("delete", removed=rows, moved=list(zip(movers, holes)))
-        return status, per_class
+        if self._listeners:
+            self._notify("delete", removed=rows.tolist(), moved=list(zip(movers.tolist(), holes.tolist())))
+        return hashes, removed_flags, per_class
 
     def is_forgotten(self, sample_id: str) -> bool:
         """True if the ledger shows `sample_id` as forgotten (a proof that needs the clear id)."""
@@ -622,7 +669,7 @@ class SampleMemory:
                 "label_names": self.label_names,
                 "value_shape": list(self.value_shape),
                 "dtype": str(self.dtype).replace("torch.", ""),
-                "ids": self._ids,
+                "ids": self.ids,
                 "digest": self.digest(),
                 "files": {MEMORY_WEIGHTS_NAME: {"sha256": weights_sha}},
                 "salt": self.salt,

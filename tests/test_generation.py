@@ -1,0 +1,476 @@
+"""The semi-parametric diffusion generator: UNet, memory component, pipeline, support cache, training.
+
+Everything runs the `tiny` preset on small synthetic uint8 images (8x8, three classes).
+"""
+
+import argparse
+import glob
+import json
+import os
+import shutil
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from spm_hf.generation import (
+    ForgottenClassError,
+    ForgottenClassWarning,
+    ImageSampleMemory,
+    SPMDiffusionPipeline,
+    SPMUNet2DModel,
+    UNET_PRESETS,
+    make_pipeline,
+    train_generator,
+)
+from spm_hf.generation.cli import add_generator_commands
+from spm_hf.generation.training import latest_checkpoint
+from spm_hf.memory import (
+    ForgetRequestError,
+    MemoryIntegrityError,
+    MemoryShapeError,
+    ReingestionError,
+    UnknownClassError,
+    UnknownIdError,
+)
+
+
+NAMES = ["ant", "bee", "cow"]
+N = 48
+
+
+def make_data(n: int = N, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (n, 3, 8, 8), dtype=torch.uint8, generator=g)
+    labels = torch.arange(n) % len(NAMES)
+    ids = [f"train/{i:05d}" for i in range(n)]
+    return images, labels, ids
+
+
+def make_memory(n: int = N, seed: int = 0, salt: str = "5a17") -> ImageSampleMemory:
+    images, labels, ids = make_data(n, seed)
+    return ImageSampleMemory.from_images(images, labels, ids, NAMES, salt=salt)
+
+
+def make_unet(seed: int = 0) -> SPMUNet2DModel:
+    torch.manual_seed(seed)
+    return SPMUNet2DModel.from_preset("tiny", num_class_embeds=len(NAMES)).eval()
+
+
+def make_pipe(memory=None, unet=None) -> SPMDiffusionPipeline:
+    pipe = make_pipeline(unet or make_unet(), memory or make_memory())
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def generate(pipe, labels=("ant", "bee", "cow"), seed=0, **kwargs):
+    kwargs.setdefault("num_inference_steps", 4)
+    kwargs.setdefault("support_size", 6)
+    return pipe(list(labels), generator=torch.Generator().manual_seed(seed), output_type="np", **kwargs).images
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny tensors gain nothing from intra-op threads, and on a busy 2-core machine OpenMP's barriers made
+    this file 35x slower with 2 threads than with 1; restored after the module."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def trained_dir(tmp_path_factory):
+    """A tiny pipeline trained for a few steps with a checkpoint, saved by `train_generator`."""
+    out = str(tmp_path_factory.mktemp("gen") / "tiny")
+    images, labels, ids = make_data()
+    train_generator("tiny", out, images=images, labels=labels, ids=ids, label_names=NAMES, max_steps=4,
+                    checkpoint_every=2, eval_every=4, show_progress=False)
+    return out
+
+
+def load(path) -> SPMDiffusionPipeline:
+    pipe = SPMDiffusionPipeline.from_pretrained(path)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def copy_of(path, tmp_path) -> str:
+    dst = str(tmp_path / "copy")
+    shutil.copytree(path, dst)
+    return dst
+
+
+# ---------------------------------------------------------------------- end to end
+def test_tiny_end_to_end(trained_dir, tmp_path):
+    files = set(os.listdir(trained_dir))
+    assert {"model_index.json", "unet", "scheduler", "memory", "samples", "checkpoints", "train_log.jsonl"} <= files
+    assert glob.glob(os.path.join(trained_dir, "samples", "step-*.png"))
+    log = [json.loads(line) for line in open(os.path.join(trained_dir, "train_log.jsonl"))]
+    assert [r["step"] for r in log] == [1, 2, 3, 4] and all(np.isfinite(r["loss"]) for r in log)
+
+    pipe = load(copy_of(trained_dir, tmp_path))
+    assert isinstance(pipe.unet, SPMUNet2DModel) and isinstance(pipe.memory, ImageSampleMemory)
+    assert type(pipe.scheduler).__name__ == "DDIMScheduler"
+    assert len(pipe.memory) == N and pipe.memory.trained_on.all()
+    a = generate(pipe, seed=3)
+    b = generate(pipe, seed=3)
+    c = generate(pipe, seed=4)
+    assert a.shape == (3, 8, 8, 3) and np.array_equal(a, b) and not np.allclose(a, c)
+
+    receipt = pipe.forget(["bee"])
+    assert receipt.removed_per_class == {"ant": 0, "bee": 16, "cow": 0} and receipt.num_trained_on == 16
+    with pytest.warns(ForgottenClassWarning, match="'bee'.*forgotten"):
+        after = generate(pipe, labels=("bee", "ant"), seed=3)
+    assert after.shape == (2, 8, 8, 3) and np.isfinite(after).all()
+    with pytest.raises(ForgottenClassError, match="'bee'.*strict"):
+        generate(pipe, labels=("bee",), strict=True)
+    with pytest.raises(UnknownClassError, match="valid names"):
+        generate(pipe, labels=("horse",))
+    # a kept class is unaffected by generating alongside a forgotten one (no cross-query leakage)
+    with pytest.warns(ForgottenClassWarning):
+        mixed = generate(pipe, labels=("ant", "bee"), seed=5)
+    alone = generate(pipe, labels=("ant",), seed=5)
+    np.testing.assert_allclose(mixed[0], alone[0], atol=1e-5)
+
+
+def test_resume_continues_exactly(trained_dir, tmp_path):
+    """Train 4 steps straight vs 2 steps + resume from the step-2 checkpoint: identical weights."""
+    images, labels, ids = make_data()
+    ckpt = os.path.join(trained_dir, "checkpoints", "checkpoint-0000002")
+    assert latest_checkpoint(trained_dir).endswith("checkpoint-0000004") and os.path.isdir(ckpt)
+    saved = {os.path.relpath(p, ckpt) for p in glob.glob(os.path.join(ckpt, "**", "*"), recursive=True) if os.path.isfile(p)}
+    assert all(p.endswith((".json", ".safetensors")) for p in saved), saved  # no pickle in checkpoints
+    resumed = train_generator("tiny", str(tmp_path / "r"), images=images, labels=labels, ids=ids, label_names=NAMES,
+                              max_steps=4, resume=ckpt, save_pipeline=False, show_progress=False)
+    straight = load(trained_dir)
+    for (name, p), q in zip(straight.unet.named_parameters(), resumed.unet.parameters()):
+        torch.testing.assert_close(p, q, rtol=0, atol=1e-6, msg=name)
+
+
+def test_save_load_gives_identical_images(tmp_path):
+    pipe = make_pipe()
+    before = generate(pipe, seed=7)
+    pipe.save_pretrained(tmp_path / "p")
+    loaded = load(tmp_path / "p")
+    assert loaded.memory.digest() == pipe.memory.digest() and loaded.memory.ids == pipe.memory.ids
+    assert np.array_equal(generate(loaded, seed=7), before)
+    cfg = json.load(open(tmp_path / "p" / "memory" / "config.json"))
+    assert cfg["num_items"] == N and cfg["label_names"] == NAMES and cfg["value_shape"] == [3, 8, 8]
+
+
+# ---------------------------------------------------------------------- the support cache
+def count_support_path(unet):
+    calls = []
+    original = unet.encode_support_patches
+
+    def counting(images):
+        calls.append(images.shape[0])
+        return original(images)
+
+    unet.encode_support_patches = counting
+    return calls
+
+
+def test_cache_gives_same_images_as_no_cache():
+    pipe = make_pipe()
+    cached = generate(pipe, seed=1, guidance_scale=2.0)
+    uncached = generate(pipe, seed=1, guidance_scale=2.0, use_support_cache=False)
+    np.testing.assert_allclose(cached, uncached, atol=1e-4)
+    assert np.abs(cached - generate(pipe, seed=1, guidance_scale=2.0, support_size=0)).max() > 1e-3  # support matters
+
+
+def test_support_path_runs_at_most_once_per_call():
+    pipe = make_pipe()
+    calls = count_support_path(pipe.unet)
+    generate(pipe, labels=["ant"] * 4 + ["cow"] * 2, seed=0, num_inference_steps=5, guidance_scale=2.0, support_size=6)
+    assert calls == [12]  # one pass over 6 + 6 supports: not per step (5), branch (2) or sample (6)
+    generate(pipe, labels=["ant", "cow"], seed=0, num_inference_steps=5, guidance_scale=2.0, support_size=6)
+    assert calls == [12]  # warm cache: the same supports are not encoded again
+    calls.clear()
+    generate(pipe, labels=["ant"], seed=0, num_inference_steps=5, guidance_scale=2.0, support_size=6,
+             use_support_cache=False)
+    assert calls == [12] * 5  # the reference's path: every step, support duplicated for both branches
+
+
+def test_cache_invalidated_by_weights_and_pruned_by_forget():
+    pipe = make_pipe()
+    before = generate(pipe, seed=2, support_size=None)
+    assert len(pipe.support_cache) == N
+    with torch.no_grad():
+        pipe.unet.mid.relation.to_k.weight.mul_(1.5)
+    changed = generate(pipe, seed=2, support_size=None)
+    np.testing.assert_allclose(changed, generate(pipe, seed=2, support_size=None, use_support_cache=False), atol=1e-4)
+    assert not np.allclose(before, changed)
+    forgotten = [i for i, y in zip(pipe.memory.ids, pipe.memory.labels.tolist()) if y == 1]
+    pipe.forget(classes=["bee"])
+    assert len(pipe.support_cache) == N - len(forgotten)
+    assert not set(forgotten) & set(pipe.support_cache.cached_ids)
+
+
+# ---------------------------------------------------------------------- the memory contract
+def test_receipt_config_and_forget_by_id():
+    pipe = make_pipe()
+    ids = pipe.memory.ids
+    receipt = pipe.forget([ids[0], "cow"])  # positional: a sample id and a class name
+    assert receipt.removed_per_class == {"ant": 1, "bee": 0, "cow": 16}
+    assert receipt.status_of(ids[0]) == "trained_on" and receipt.digest_after == pipe.memory.digest()
+    assert receipt.digest_before != receipt.digest_after and receipt.seconds >= 0
+    assert pipe.memory.config.num_items == N - 17 == len(pipe.memory)
+    assert pipe.memory.config.digest == pipe.memory.digest()
+    assert ids[0] not in pipe.memory and pipe.memory.is_forgotten(ids[0])
+
+
+def test_forget_equivalence_to_retained_only_memory():
+    """Same weights, forget(U) vs a memory built from the retained samples only: identical images."""
+    unet = make_unet()
+    pipe = make_pipe(unet=unet)
+    images, labels, ids = make_data()
+    forget_ids = ids[::5]
+    pipe.forget(ids=forget_ids)
+    pipe.forget(classes=["cow"])
+    keep = [k for k in range(N) if ids[k] not in set(forget_ids) and labels[k] != 2]
+    retained = ImageSampleMemory.from_images(images[keep], labels[keep], [ids[k] for k in keep], NAMES)
+    fresh = make_pipe(memory=retained, unet=unet)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ForgottenClassWarning)
+        for kwargs in ({}, {"support_size": None}, {"use_support_cache": False}):
+            a = generate(pipe, labels=("ant", "bee", "cow"), seed=9, **kwargs)
+            b = generate(fresh, labels=("ant", "bee", "cow"), seed=9, **kwargs)
+            np.testing.assert_array_equal(a, b)
+
+
+def test_forget_idempotent_and_order_independent():
+    a, b = make_memory(), make_memory()
+    ids = a.ids
+    a.forget(ids=ids[:5])
+    a.forget(classes=["bee"])
+    a.forget(ids=ids[:5])  # again: a no-op
+    b.forget(ids=ids[:5], classes=["bee"])
+    assert a.digest() == b.digest() and sorted(a.ids) == sorted(b.ids)
+    assert a.config.num_items == b.config.num_items == len(b)
+
+
+def test_ledger_refuses_reingestion_and_bad_requests_change_nothing():
+    memory = make_memory()
+    images, labels, ids = make_data()
+    memory.forget(ids=ids[:2])
+    with pytest.raises(ReingestionError):
+        memory.add(ids[:1], labels[:1], images[:1])
+    digest, cfg = memory.digest(), dict(memory.config)
+    with pytest.raises(UnknownClassError, match="valid names"):
+        memory.forget(classes=["horse"])
+    with pytest.raises(UnknownIdError):
+        memory.forget(ids=["train/99999"])
+    with pytest.raises(ForgetRequestError):
+        memory.forget(classes=NAMES)
+    assert memory.digest() == digest and dict(memory.config) == cfg
+    summary = memory.ledger_summary()
+    assert summary["num_forgotten"] == 2 and ids[0] not in json.dumps(memory.ledger)
+
+
+def test_memory_that_does_not_fit_the_unet_is_refused():
+    unet = make_unet()
+    g = torch.Generator().manual_seed(0)
+    wrong_size = ImageSampleMemory.from_images(torch.randint(0, 255, (3, 3, 16, 16), dtype=torch.uint8, generator=g),
+                                               [0, 1, 2], ["a", "b", "c"], NAMES)
+    with pytest.raises(MemoryShapeError, match="shape"):
+        make_pipe(memory=wrong_size, unet=unet)
+    wrong_classes = ImageSampleMemory.from_images(torch.zeros(2, 3, 8, 8, dtype=torch.uint8), [0, 1], ["a", "b"], ["x", "y"])
+    with pytest.raises(MemoryShapeError, match="classes"):
+        make_pipe(memory=wrong_classes, unet=unet)
+
+
+def test_saved_files_hold_no_forgotten_bytes_or_ids_and_no_pickle(tmp_path):
+    pipe = make_pipe()
+    images, labels, ids = make_data()
+    generate(pipe, support_size=None)  # fill the cache with every sample's features
+    forgotten = [k for k in range(N) if labels[k] == 0] + [1, 4]
+    pipe.forget(classes=["ant"], ids=None)
+    pipe.forget(ids=[ids[1], ids[4]])
+    pipe.save_pretrained(tmp_path / "p")
+    blobs = {}
+    for path in glob.glob(str(tmp_path / "p" / "**" / "*"), recursive=True):
+        if os.path.isfile(path):
+            assert path.endswith((".json", ".safetensors")), path
+            blobs[path] = open(path, "rb").read()
+            assert not blobs[path].startswith(b"\x80") and b"PK\x03\x04" not in blobs[path][:4]  # no pickle / zip
+    everything = b"".join(blobs.values())
+    for k in forgotten:
+        assert images[k].numpy().tobytes() not in everything, f"forgotten image {k} on disk"
+        assert ids[k].encode() not in everything, f"forgotten id {ids[k]} on disk"
+    kept = next(k for k in range(N) if k not in forgotten)
+    assert images[kept].numpy().tobytes() in everything and ids[kept].encode() in everything  # the scan can fail
+    loaded = load(tmp_path / "p")
+    assert loaded.memory.digest() == pipe.memory.digest() and len(loaded.memory) == N - len(forgotten)
+    assert loaded.memory.is_forgotten(ids[1]) and loaded.memory.config.num_items == len(loaded.memory)
+
+
+def test_corrupted_memory_file_is_named(tmp_path):
+    pipe = make_pipe()
+    pipe.save_pretrained(tmp_path / "p")
+    path = tmp_path / "p" / "memory" / "sample_memory.safetensors"
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(MemoryIntegrityError, match="sample_memory.safetensors"):
+        load(tmp_path / "p")
+    # a config from another save is caught too
+    pipe.save_pretrained(tmp_path / "q")
+    pipe.forget(classes=["cow"])
+    pipe.memory.save_pretrained(tmp_path / "r")
+    shutil.copy(tmp_path / "q" / "memory" / "config.json", tmp_path / "r" / "config.json")
+    with pytest.raises(MemoryIntegrityError, match="config.json"):
+        ImageSampleMemory.from_pretrained(tmp_path / "r")
+
+
+# ---------------------------------------------------------------------- UNet semantics
+def test_unet_reads_only_label_matched_support():
+    unet = make_unet()
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, 8, 8, generator=g)
+    sup = torch.randn(6, 3, 8, 8, generator=g)
+    sup_labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    with torch.no_grad():
+        out = unet(x, 500, torch.tensor([0, 1]), support_images=sup, support_labels=sup_labels).sample
+        sup2 = sup.clone()
+        sup2[4:] = torch.randn(2, 3, 8, 8, generator=g)  # class 2 supports: nobody asked for class 2
+        same = unet(x, 500, torch.tensor([0, 1]), support_images=sup2, support_labels=sup_labels).sample
+        sup2[0] = -sup2[0]  # a class 0 support: only query 0 may change
+        diff = unet(x, 500, torch.tensor([0, 1]), support_images=sup2, support_labels=sup_labels).sample
+        none = unet(x, 500, torch.tensor([0, 1])).sample
+        empty_match = unet(x, 500, torch.tensor([0, 1]), support_images=sup[4:], support_labels=sup_labels[4:]).sample
+        dropped = unet(x, 500, torch.tensor([0, 1]), support_images=sup, support_labels=sup_labels,
+                       class_dropout_mask=torch.tensor([True, True])).sample
+    torch.testing.assert_close(out, same)
+    assert not torch.allclose(diff[0], out[0]) and torch.allclose(diff[1], out[1])
+    torch.testing.assert_close(none, empty_match)  # no matching support == no support: zero fused features
+    assert not torch.allclose(dropped, out)  # guidance dropout changes the class embedding only
+
+
+def test_guidance_branches_share_the_support():
+    pipe = make_pipe()
+    seen = []
+    original = pipe.unet.forward
+
+    def spy(x, t, labels, class_dropout_mask=None, support=None, **kwargs):
+        seen.append((labels.tolist(), None if class_dropout_mask is None else class_dropout_mask.tolist(), support))
+        return original(x, t, labels, class_dropout_mask=class_dropout_mask, support=support, **kwargs)
+
+    pipe.unet.forward = spy
+    generate(pipe, labels=("ant", "cow"), guidance_scale=3.0, num_inference_steps=2)
+    labels, mask, support = seen[0]
+    assert labels == [0, 2, 0, 2] and mask == [True, True, False, False]  # [uncond, cond]
+    assert sorted(set(support.labels.tolist())) == [0, 2] and len(support) == 12  # one support, both branches
+    seen.clear()
+    generate(pipe, labels=("ant",), guidance_scale=1.0, num_inference_steps=2)
+    assert seen[0][0] == [0] and seen[0][1] is None  # no guidance: a single branch
+
+
+def test_ddpm_scheduler_and_output_types(tmp_path):
+    from diffusers import DDPMScheduler
+
+    pipe = make_pipe()
+    ddpm = SPMDiffusionPipeline(pipe.unet, DDPMScheduler.from_config(pipe.scheduler.config), pipe.memory)
+    ddpm.set_progress_bar_config(disable=True)
+    a = generate(ddpm, seed=0, num_inference_steps=3)
+    assert np.array_equal(a, generate(ddpm, seed=0, num_inference_steps=3))
+    pil = pipe(["ant"], num_inference_steps=2, generator=torch.manual_seed(0)).images
+    assert pil[0].size == (8, 8)
+    pt = pipe(["ant", 2], num_inference_steps=2, generator=torch.manual_seed(0), output_type="pt").images
+    assert pt.shape == (2, 3, 8, 8) and 0 <= pt.min() and pt.max() <= 1
+
+
+def test_presets_build_and_shapes():
+    assert {"tiny", "mnist-cpu", "cifar10-cpu", "cifar10-paper"} <= set(UNET_PRESETS)
+    unet = SPMUNet2DModel.from_preset("mnist-cpu", num_class_embeds=10)
+    with torch.no_grad():
+        out = unet(torch.randn(1, 1, 28, 28), 10, torch.tensor([3]), support_images=torch.randn(2, 1, 28, 28),
+                   support_labels=torch.tensor([3, 3])).sample
+    assert out.shape == (1, 1, 28, 28)
+
+
+def test_cli_commands_register_and_train(tmp_path):
+    from spm_hf.data import tensors_to_dataset
+
+    images, labels, _ = make_data(24)
+    tensors_to_dataset(images, labels, NAMES, split="train").save_to_disk(str(tmp_path / "ds" / "train"))
+    import datasets
+
+    datasets.DatasetDict({"train": datasets.load_from_disk(str(tmp_path / "ds" / "train"))}).save_to_disk(str(tmp_path / "data"))
+    parser = argparse.ArgumentParser(prog="spm-hf")
+    add_generator_commands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["train-generator", "--preset", "tiny", "--output-dir", str(tmp_path / "out"),
+                              "--dataset", str(tmp_path / "data"), "--max-steps", "2", "--no-progress"])
+    assert args.func(args) == 0
+    pipe = load(tmp_path / "out")
+    assert len(pipe.memory) == 24 and pipe.memory.ids[0] == "train/00000"
+    args = parser.parse_args(["evaluate-generator", "--model", "m", "--output-dir", "o", "--forget", "cat"])
+    assert args.forget == ["cat"] and callable(args.func)
+
+
+# ---------------------------------------------------------------------- evaluation: judge, FID, report
+CIFAR = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def test_judge_loads_strict_and_classifies_cifar10():
+    from spm_hf.data import as_uint8_tensors, load_image_dataset
+    from spm_hf.evaluation.judge import judge_predict, load_judge
+
+    judge = load_judge()
+    assert judge.depth == 56
+    test = load_image_dataset("cifar10", splits=("test",))["test"]
+    images, labels, _ = as_uint8_tensors(test, limit=40)
+    accuracy = (judge_predict(judge, images) == labels).float().mean().item()
+    assert accuracy >= 0.8, accuracy
+    assert (judge_predict(judge, torch.zeros(4, 3, 32, 32, dtype=torch.uint8)) == labels[:4]).float().mean() < 1
+
+
+def test_frechet_distance_and_offline_inception():
+    from spm_hf.evaluation.fid import InceptionFeatures, frechet_distance
+
+    a = np.random.RandomState(0).randn(64, 8)
+    assert abs(frechet_distance(a, a)) < 1e-6
+    assert frechet_distance(a, a + 1.0) == pytest.approx(8.0, rel=1e-6)  # mean shift of 1 in 8 dims
+    feats = InceptionFeatures()(torch.randint(0, 256, (1, 1, 28, 28), dtype=torch.uint8))
+    assert feats.shape == (1, 2048) and torch.isfinite(feats).all() and feats.abs().sum() > 0
+
+
+class _TinyFeatures(torch.nn.Module):
+    num_features = 6
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(3, 6, 3)
+
+    @torch.no_grad()
+    def forward(self, images):
+        return self.conv(images.float() / 255).mean(dim=(2, 3))
+
+
+def test_evaluate_generator_report_and_grids(tmp_path):
+    from spm_hf.generation.evaluation import evaluate_generator
+
+    torch.manual_seed(0)
+    unet = SPMUNet2DModel.from_preset("tiny", sample_size=32, num_class_embeds=10).eval()
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (30, 3, 32, 32), dtype=torch.uint8, generator=g)
+    labels = torch.arange(30) % 10
+    ids = [f"train/{i:05d}" for i in range(30)]
+    pipe = make_pipe(ImageSampleMemory.from_images(images, labels, ids, CIFAR), unet)
+    oracle = make_pipe(ImageSampleMemory.from_images(images[labels != 3], labels[labels != 3],
+                                                     [i for i, y in zip(ids, labels) if y != 3], CIFAR), unet)
+    report = evaluate_generator(pipe, str(tmp_path / "eval"), forget_classes=["cat"], retrained_model=oracle,
+                                samples_per_class=3, num_inference_steps=2, support_size=2,
+                                fid_extractor=_TinyFeatures(), real_images=(images, labels))
+    assert os.path.exists(tmp_path / "eval" / "grid_before.png") and os.path.exists(tmp_path / "eval" / "grid_after.png")
+    assert set(report["before"]["judge_accuracy"]) == set(CIFAR)
+    assert report["after"]["ua"]["cat"] == pytest.approx(100 - report["after"]["judge_accuracy"]["cat"])
+    assert report["receipt"]["removed_per_class"]["cat"] == 3 == report["receipt"]["num_removed"]
+    for key in ("fid_r", "fid_o"):
+        assert np.isfinite(report["after"][key])
+    # same weights, same remaining memory: the unlearned model generates the forgotten class as the oracle
+    assert report["after"]["fid_o"] == pytest.approx(0.0, abs=1e-6)
+    assert json.load(open(tmp_path / "eval" / "report.json"))["forget_classes"] == ["cat"]
