@@ -1,4 +1,4 @@
-"""`spm-hf` command line: train, forget, evaluate, quickstart."""
+"""`spm-hf` command line: train-classifier, forget, push, quickstart, train-generator, evaluate-generator."""
 
 from __future__ import annotations
 
@@ -27,17 +27,61 @@ def _cmd_train_classifier(args) -> int:
     return 0
 
 
-def _cmd_forget(args) -> int:
+def _load_model(model: str):
+    """`(model_or_pipeline, local_folder)` for a saved folder or a Hub repo id (downloaded first).
+    A folder with `model_index.json` is an `SPMDiffusionPipeline`, anything else a classifier."""
+    import os
+
+    path = model
+    if not os.path.isdir(model):
+        from huggingface_hub import snapshot_download
+
+        path = snapshot_download(model)
+    if os.path.exists(os.path.join(path, "model_index.json")):
+        from .generation import SPMDiffusionPipeline
+
+        return SPMDiffusionPipeline.from_pretrained(path), path
     from .modeling_spm import SPMForImageClassification
+
+    return SPMForImageClassification.from_pretrained(path), path
+
+
+def _cmd_forget(args) -> int:
+    import os
 
     ids = None
     if args.ids_file:
         with open(args.ids_file) as f:
             ids = [line.strip() for line in f if line.strip()]
-    model = SPMForImageClassification.from_pretrained(args.model)
+    if not args.classes and not ids:
+        raise SystemExit("spm-hf forget: give --classes and/or --ids-file")
+    local = os.path.isdir(args.model)
+    push_to = args.push if isinstance(args.push, str) else (args.model if args.push and not local else None)
+    if args.push is True and local:
+        raise SystemExit("spm-hf forget: --push needs a REPO_ID when --model is a folder (--push user/name)")
+    output_dir = args.output_dir or (args.model if local else None)
+    if output_dir is None and push_to is None:
+        raise SystemExit(
+            f"spm-hf forget: {args.model} is a Hub repo id; pass --push (to update it) and/or --output-dir, "
+            "otherwise the deletion would not be kept anywhere"
+        )
+    model, _ = _load_model(args.model)
     receipt = model.forget(ids=ids, classes=args.classes)
-    model.save_pretrained(args.output_dir or args.model)
+    if output_dir:
+        model.save_pretrained(output_dir)
     print(receipt)
+    if push_to:
+        print(model.push_to_hub(push_to, squash_history=False if args.keep_history else None))
+    return 0
+
+
+def _cmd_push(args) -> int:
+    model, _ = _load_model(args.model_dir)
+    result = model.push_to_hub(
+        args.repo_id, private=args.private or None, commit_message=args.commit_message,
+        squash_history=False if args.keep_history else None,
+    )
+    print(result)
     return 0
 
 
@@ -67,18 +111,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int)
     p.set_defaults(func=_cmd_train_classifier)
 
-    p = sub.add_parser("forget", help="forget classes or ids from a saved classifier")
-    p.add_argument("--model", required=True, help="model folder")
+    p = sub.add_parser("forget", help="forget classes or ids from a saved classifier or generator (folder or Hub repo)")
+    p.add_argument("--model", required=True, help="a saved model folder, or a Hub repo id (downloaded first)")
     p.add_argument("--classes", nargs="*", help="class names or indices")
     p.add_argument("--ids-file", help="a file with one sample id per line")
-    p.add_argument("--output-dir", help="where to save (default: in place)")
+    p.add_argument("--output-dir", help="where to save (default: in place for a folder; nothing for a repo id)")
+    p.add_argument("--push", nargs="?", const=True, default=None, metavar="REPO_ID",
+                   help="push the result (default repo: --model when it is a repo id); squashes the repo history")
+    p.add_argument("--keep-history", action="store_true",
+                   help="with --push: do not squash the repo history (older revisions keep the deleted samples)")
     p.set_defaults(func=_cmd_forget)
+
+    p = sub.add_parser("push", help="push a saved classifier or generator folder to the Hub (with its model card)")
+    p.add_argument("model_dir", help="a folder written by save_pretrained / train-classifier / train-generator")
+    p.add_argument("repo_id", help="user/name on the Hub")
+    p.add_argument("--private", action="store_true")
+    p.add_argument("--commit-message")
+    p.add_argument("--keep-history", action="store_true",
+                   help="do not squash the history even if the memory has forget events (warns)")
+    p.set_defaults(func=_cmd_push)
 
     p = sub.add_parser("quickstart", help="train a quick CIFAR-10 SPM, forget a class, report")
     p.add_argument("--output-dir", default="outputs/quickstart")
     p.add_argument("--preset", default="quick")
     p.add_argument("--forget", default="cat")
     p.set_defaults(func=_cmd_quickstart)
+
+    from .generation.cli import add_generator_commands
+
+    add_generator_commands(sub)
     return parser
 
 

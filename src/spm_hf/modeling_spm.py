@@ -211,6 +211,20 @@ class SPMPreTrainedModel(PreTrainedModel):
         elif isinstance(module, PairwiseRelationFusion):
             nn.init.constant_(module.logit_scale, math.log(10.0) if module.similarity == "cosine" else 0.0)
 
+    @torch.no_grad()
+    def encode(self, pixel_values: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+        """(N, C, H, W) -> (N, D) embeddings in eval mode, batched."""
+        was_training = self.training
+        self.eval()
+        try:
+            chunks = [
+                self.encoder(pixel_values[i : i + batch_size].to(self.device))
+                for i in range(0, pixel_values.shape[0], batch_size)
+            ]
+        finally:
+            self.train(was_training)
+        return torch.cat(chunks) if chunks else torch.zeros(0, self.config.embed_dim, device=self.device)
+
 
 class SPMForImageClassification(SPMPreTrainedModel):
     """Semi-parametric image classifier whose predictions read `self.memory`.
@@ -269,20 +283,6 @@ class SPMForImageClassification(SPMPreTrainedModel):
         if self.memory is None:
             raise RuntimeError("this model has no sample memory; call build_memory() or set_memory() first")
         return self.memory.forget(ids=ids, classes=classes)
-
-    @torch.no_grad()
-    def encode(self, pixel_values: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
-        """(N, C, H, W) -> (N, D) embeddings in eval mode, batched."""
-        was_training = self.training
-        self.eval()
-        try:
-            chunks = [
-                self.encoder(pixel_values[i : i + batch_size].to(self.device))
-                for i in range(0, pixel_values.shape[0], batch_size)
-            ]
-        finally:
-            self.train(was_training)
-        return torch.cat(chunks) if chunks else torch.zeros(0, self.config.embed_dim, device=self.device)
 
     @torch.no_grad()
     def build_memory(
@@ -402,6 +402,7 @@ class SPMForImageClassification(SPMPreTrainedModel):
         """Save weights + config (transformers), the image processor if attached, and the memory files."""
         if kwargs.get("push_to_hub"):
             raise ValueError("use model.push_to_hub(repo_id): save_pretrained(push_to_hub=True) would skip the memory")
+        model_card = kwargs.pop("model_card", True)  # README.md rendered from the current memory (spm_hf.hub)
         super().save_pretrained(save_directory, *args, **kwargs)
         if not kwargs.get("is_main_process", True):
             return
@@ -410,6 +411,8 @@ class SPMForImageClassification(SPMPreTrainedModel):
             processor.save_pretrained(save_directory)
         if self.memory is not None:
             self.memory.save(save_directory)
+            if model_card:
+                self.write_model_card(save_directory)
         else:  # never leave a stale memory beside weights saved without one
             for name in (MEMORY_WEIGHTS_NAME, MEMORY_CONFIG_NAME):
                 path = os.path.join(save_directory, name)
@@ -442,6 +445,77 @@ class SPMForImageClassification(SPMPreTrainedModel):
         except OSError:
             model.image_processor = None
         return model
+
+    # ------------------------------------------------------------------ Hub (spm_hf.hub)
+    def write_model_card(self, save_directory, repo_id: str | None = None, summary: dict | None = None,
+                         card_info: dict | None = None) -> str | None:
+        """Render the model card from the current memory and ledger into `save_directory/README.md`.
+
+        The training summary (recipe, metrics) is `summary`, else `self.training_summary`, else the
+        `training_summary.json` found in `save_directory` or beside the weights this model was loaded
+        from; it is copied into `save_directory` so the next card can find it. `card_info` (else
+        `self.card_info`) adds a licence, metrics or the measured gap to retraining (see
+        `spm_hf.hub.classifier_card`). Returns the card's path (None if jinja2 is missing).
+        """
+        import json
+
+        from .hub import TRAINING_SUMMARY_NAME, classifier_card, find_sidecar, guess_repo_id, write_card
+
+        save_directory = os.fspath(save_directory)
+        summary = summary or getattr(self, "training_summary", None) or find_sidecar(
+            TRAINING_SUMMARY_NAME, save_directory, self.name_or_path
+        )
+        summary_path = os.path.join(save_directory, TRAINING_SUMMARY_NAME)
+        if summary and not os.path.exists(summary_path):
+            with open(summary_path, "w", encoding="utf-8") as f:
+                json.dump(summary, f, indent=1)
+        card_info = card_info if card_info is not None else getattr(self, "card_info", None)
+        try:
+            card = classifier_card(
+                self, summary=summary, card_info=card_info,
+                repo_id=repo_id or guess_repo_id(self.name_or_path, save_directory, card_info),
+            )
+        except ImportError as e:  # ModelCard.from_template needs jinja2
+            logger.warning(f"model card not written ({e}); install jinja2")
+            return None
+        return write_card(card, save_directory)
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        commit_message: str | None = None,
+        private: bool | None = None,
+        token: str | bool | None = None,
+        revision: str | None = None,
+        squash_history: bool | None = None,
+        purge_lfs: bool = True,
+        card_info: dict | None = None,
+        **save_kwargs,
+    ):
+        """Save weights, memory, processor, remote code and card to a temporary folder and upload it.
+
+        The repo then holds exactly that folder (remote files it lacks are deleted). If the memory's
+        ledger records a forget event, the repo's history is squashed and LFS objects no longer
+        referenced are permanently deleted, so no older revision still serves a deleted sample;
+        `squash_history=False` skips that and warns. Returns a `spm_hf.hub.PushResult`.
+        """
+        from .hub import TRAINING_SUMMARY_NAME, find_sidecar, push_saved
+
+        if self.memory is None:
+            raise RuntimeError("this model has no sample memory; call build_memory() or set_memory() before pushing")
+        # the summary of the checkpoint this model was loaded from (a folder, or a repo id: fetched if needed)
+        summary = getattr(self, "training_summary", None) or find_sidecar(
+            TRAINING_SUMMARY_NAME, self.name_or_path, allow_network=True, token=token
+        )
+
+        def save(folder: str, full_repo_id: str) -> None:
+            self.save_pretrained(folder, model_card=False, **save_kwargs)
+            self.write_model_card(folder, repo_id=full_repo_id, summary=summary, card_info=card_info)
+
+        return push_saved(
+            save, repo_id, memory=self.memory, tmp_prefix="spm-classifier-", squash_history=squash_history,
+            purge_lfs=purge_lfs, private=private, token=token, commit_message=commit_message, revision=revision,
+        )
 
 
 __all__ = ["SPMForImageClassification", "SPMPreTrainedModel", "SPMImageClassifierOutput", "CifarResNetEncoder"]

@@ -192,7 +192,8 @@ def train_classifier(
     )
     world = int(os.environ.get("WORLD_SIZE", "1"))
     steps_per_epoch = len(train_labels) // (preset.batch_size * world)
-    total_steps = max(1, math.ceil(steps_per_epoch * preset.epochs))
+    # OneCycleLR needs a few steps per phase; tiny smoke runs can have fewer.
+    total_steps = max(8, math.ceil(steps_per_epoch * preset.epochs))
     optimizer = torch.optim.SGD(
         model.parameters(),
         lr=preset.learning_rate,
@@ -227,6 +228,11 @@ def train_classifier(
     start = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume_from)
     train_seconds = time.perf_counter() - start
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        # DDP keeps parameters in step, but BatchNorm statistics of the last step are per rank: take rank 0's
+        # (the model that is saved) everywhere, so every process holds the same model.
+        for buffer in trainer.model.buffers():
+            torch.distributed.broadcast(buffer, src=0)
 
     summary = {
         "preset": asdict(preset),
@@ -248,8 +254,10 @@ def train_classifier(
     model.image_processor = processor
     if evaluate:
         summary.update(_evaluate_and_attach_memory(model, parametric, preset, data, processor, test_images, test_labels, show_progress))
-    model.save_pretrained(output_dir)
+    model.training_summary = summary  # the model card written by save_pretrained reads it
+    os.makedirs(output_dir, exist_ok=True)
     _write_json(os.path.join(output_dir, "training_summary.json"), summary)
+    model.save_pretrained(output_dir)
     return summary
 
 

@@ -1,0 +1,93 @@
+"""`spm-hf train-generator` and `spm-hf evaluate-generator`: register them with `add_generator_commands`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def _cmd_train_generator(args) -> int:
+    from .training import train_generator
+
+    overrides = {
+        "dataset": args.dataset,
+        "max_steps": args.max_steps,
+        "max_minutes": args.max_minutes,
+        "batch_size": args.batch_size,
+        "support_size": args.support_size,
+        "learning_rate": args.learning_rate,
+        "eval_every": args.eval_every,
+        "checkpoint_every": args.checkpoint_every,
+        "train_limit": args.max_train_samples,
+        "seed": args.seed,
+        "mixed_precision": args.mixed_precision,
+    }
+    resume = args.resume
+    if resume == "":
+        resume = "latest"
+    train_generator(args.preset, args.output_dir, resume=resume, show_progress=not args.no_progress, **overrides)
+    print(f"saved SPMDiffusionPipeline to {args.output_dir}")
+    return 0
+
+
+def _cmd_evaluate_generator(args) -> int:
+    from .evaluation import evaluate_generator
+
+    report = evaluate_generator(
+        args.model,
+        output_dir=args.output_dir,
+        forget_classes=args.forget or [],
+        retrained_model=args.retrained_model,
+        samples_per_class=args.samples_per_class,
+        num_inference_steps=args.steps,
+        guidance_scale=args.guidance_scale,
+        support_size=args.support_size,
+        judge=args.judge,
+        fid=not args.no_fid,
+        fid_real_samples=args.fid_real_samples,
+        dataset=args.dataset,
+        seed=args.seed,
+        device=args.device,
+    )
+    print(json.dumps(report, indent=1))
+    return 0
+
+
+def add_generator_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Register `train-generator` and `evaluate-generator` on an argparse sub-parser collection."""
+    p = subparsers.add_parser("train-generator", help="train the semi-parametric diffusion generator (accelerate)")
+    p.add_argument("--preset", default="mnist-cpu", help="tiny | mnist-cpu | cifar10-cpu | cifar10-paper")
+    p.add_argument("--output-dir", required=True)
+    p.add_argument("--dataset", help="mnist | cifar10 | a local dataset folder (default: the preset's)")
+    p.add_argument("--max-steps", type=int)
+    p.add_argument("--max-minutes", type=float, help="stop (and save) after this many minutes of training")
+    p.add_argument("--batch-size", type=int, help="queries per process and step")
+    p.add_argument("--support-size", type=int, help="support images per batch")
+    p.add_argument("--learning-rate", type=float)
+    p.add_argument("--eval-every", type=int, help="steps between sample grids (0: only at the end)")
+    p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (0: none)")
+    p.add_argument("--max-train-samples", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"])
+    p.add_argument("--resume", nargs="?", const="", default=None,
+                   help="resume from a checkpoint folder, or the latest in OUTPUT_DIR/checkpoints if no path")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cmd_train_generator)
+
+    p = subparsers.add_parser("evaluate-generator",
+                              help="judge accuracy per class, forgetting UA, FID / FID_O, before/after grids")
+    p.add_argument("--model", required=True, help="a saved SPMDiffusionPipeline folder (or Hub id)")
+    p.add_argument("--output-dir", required=True, help="where report.json and the grids go")
+    p.add_argument("--forget", nargs="*", help="classes to forget (names or indices) before the 'after' evaluation")
+    p.add_argument("--retrained-model", help="a pipeline trained without the forget classes, for FID_O")
+    p.add_argument("--samples-per-class", type=int, default=100)
+    p.add_argument("--steps", type=int, default=50, help="DDIM steps")
+    p.add_argument("--guidance-scale", type=float, default=1.3)
+    p.add_argument("--support-size", type=int, default=50, help="support items per class (the paper: 50)")
+    p.add_argument("--judge", default=None, help="judge safetensors (default: ../shared/models/cifar10-resnet-judge/resnet56)")
+    p.add_argument("--no-fid", action="store_true")
+    p.add_argument("--fid-real-samples", type=int, default=1000)
+    p.add_argument("--dataset", default=None, help="real images for FID (default: cifar10 test split)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default=None, help="cuda | cpu (default: cuda if available)")
+    p.set_defaults(func=_cmd_evaluate_generator)
