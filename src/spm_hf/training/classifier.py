@@ -64,7 +64,7 @@ PRESETS: dict[str, ClassifierPreset] = {
         max_train_samples=2000, max_test_samples=500, memory_samples=2000, knn_k=16, head_steps=300,
     ),
     # the README's main job: a few minutes on 2 CPU cores
-    "quick": ClassifierPreset(name="quick", encoder="resnet-small", epochs=2, max_train_samples=20000),
+    "quick": ClassifierPreset(name="quick", encoder="resnet-small", epochs=2),
     # full CIFAR-10, small encoder, <= 30 minutes of training on 2 CPU cores
     "cifar10-cpu": ClassifierPreset(name="cifar10-cpu", encoder="resnet-small", epochs=11),
     # the paper's recipe (paper-spec §2.5), for a GPU
