@@ -221,7 +221,8 @@ class SampleMemory:
         self.dtype = dtype
         self.salt = salt or secrets.token_hex(16)
         self.ledger: list[dict] = []
-        self._forgotten_hashes: set[str] = set()
+        self._forgotten_set: set[str] = set()
+        self._forgotten_pending: list[list[str]] = []  # merged into the set on the first lookup
         self._init_storage(0, torch.device("cpu"))
 
     # ------------------------------------------------------------------ storage
@@ -436,7 +437,8 @@ class SampleMemory:
         if clash:
             raise ValueError(f"{len(clash)} ids are already in memory, e.g. {clash[:5]}")
         if not allow_reingest and self._forgotten_hashes:
-            again = [i for i in ids if hash_id(i, self.salt) in self._forgotten_hashes]
+            forgotten = self._forgotten_hashes
+            again = [i for i in ids if hash_id(i, self.salt) in forgotten]
             if again:
                 raise ReingestionError(
                     f"{len(again)} ids were forgotten earlier (the ledger holds their hashes), e.g. {again[:3]}; "
@@ -551,7 +553,7 @@ class SampleMemory:
         flags = np.zeros(0, dtype=bool)
         if len(rows):
             hashes, flags, per_class = self._delete_rows(rows)
-            self._forgotten_hashes.update(hashes)
+            self._forgotten_pending.append(hashes)
         digest_after = self.digest()
         seconds = time.perf_counter() - start
         receipt = ForgetReceipt(
@@ -645,6 +647,14 @@ class SampleMemory:
             self._notify("delete", removed=rows.tolist(), moved=list(zip(movers.tolist(), holes.tolist())))
         return hashes, removed_flags, per_class
 
+    @property
+    def _forgotten_hashes(self) -> set[str]:
+        """Salted hashes of every forgotten id (the ledger's), as a set for lookups."""
+        for hashes in self._forgotten_pending:
+            self._forgotten_set.update(hashes)
+        self._forgotten_pending.clear()
+        return self._forgotten_set
+
     def is_forgotten(self, sample_id: str) -> bool:
         """True if the ledger shows `sample_id` as forgotten (a proof that needs the clear id)."""
         return hash_id(sample_id, self.salt) in self._forgotten_hashes
@@ -727,7 +737,7 @@ class SampleMemory:
         memory.add(ids, tensors["labels"], tensors["values"], tensors["trained_on"].bool(), allow_reingest=True)
         memory.ledger = list(meta.get("ledger", []))
         for event in memory.ledger:
-            memory._forgotten_hashes.update(event.get("id_hashes", []))
+            memory._forgotten_pending.append(list(event.get("id_hashes", [])))
         if verify and memory.digest() != meta["digest"]:
             raise MemoryIntegrityError(
                 f"{weights_path}: content digest {memory.digest()[:16]}… does not match {meta['digest'][:16]}… "
