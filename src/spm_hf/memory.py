@@ -353,9 +353,12 @@ class SampleMemory:
         A multiset hash: the sum of per-row BLAKE2b hashes, so it is updated in O(rows changed) and
         two memories with the same rows in any order have the same digest.
         """
+        return self._digest_of(self._digest_lanes)
+
+    def _digest_of(self, lanes: np.ndarray) -> str:
         h = hashlib.sha256()
         h.update(json.dumps([self.label_names, list(self.value_shape), str(self.dtype)]).encode())
-        h.update(self._digest_lanes.tobytes())
+        h.update(lanes.tobytes())
         return h.hexdigest()
 
     def recompute_digest(self) -> str:
@@ -364,10 +367,7 @@ class SampleMemory:
         values, labels, trained = self.values, self.labels.tolist(), self.trained_on.tolist()
         for row, sample_id in enumerate(self.ids):
             lanes += self._row_hash(sample_id, labels[row], trained[row], values[row])
-        h = hashlib.sha256()
-        h.update(json.dumps([self.label_names, list(self.value_shape), str(self.dtype)]).encode())
-        h.update(lanes.tobytes())
-        return h.hexdigest()
+        return self._digest_of(lanes)
 
     def verify(self) -> None:
         """Raise `MemoryIntegrityError` if the stored values no longer match the running digest."""

@@ -9,47 +9,11 @@ The same functions are exposed as a Hugging Face `evaluate` module (needs `pip i
 
 import os
 
-from .metrics import (
-    AVG_GAP_KEYS,
-    LOG_PROB_FLOOR,
-    MIA_SVC_PARAMS,
-    PredictionGap,
-    accuracy,
-    avg_gap,
-    forget_accuracy,
-    log_probs,
-    mia_efficacy,
-    per_split_gap,
-    predict_logprobs,
-    prediction_gap,
-    retain_accuracy,
-    test_accuracy,
-    true_class_probability,
-    unlearning_accuracy,
-    unlearning_metrics,
-)
+from . import metrics
+from .metrics import *  # noqa: F403  (the public names are metrics.__all__)
 
 
 # Folder of the `evaluate` metric module (pass it to `evaluate.load`).
 FORGET_METRIC_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "forget_metric")
 
-__all__ = [
-    "AVG_GAP_KEYS",
-    "FORGET_METRIC_PATH",
-    "LOG_PROB_FLOOR",
-    "MIA_SVC_PARAMS",
-    "PredictionGap",
-    "accuracy",
-    "avg_gap",
-    "forget_accuracy",
-    "log_probs",
-    "mia_efficacy",
-    "per_split_gap",
-    "predict_logprobs",
-    "prediction_gap",
-    "retain_accuracy",
-    "test_accuracy",
-    "true_class_probability",
-    "unlearning_accuracy",
-    "unlearning_metrics",
-]
+__all__ = ["FORGET_METRIC_PATH", *metrics.__all__]

@@ -153,7 +153,7 @@ def train_classifier(
     torch.manual_seed(preset.seed)
     data = load_image_dataset(preset.dataset)
     names = label_names(data)
-    train_images, train_labels, train_ids = as_uint8_tensors(data["train"], limit=preset.max_train_samples)
+    train_images, train_labels, _ = as_uint8_tensors(data["train"], limit=preset.max_train_samples)
     test_images, test_labels, _ = as_uint8_tensors(data["test"], limit=preset.max_test_samples)
     num_channels, image_size = train_images.shape[1], train_images.shape[2]
     mean, std = (CIFAR10_MEAN, CIFAR10_STD) if num_channels == 3 else (MNIST_MEAN, MNIST_STD)
