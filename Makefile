@@ -2,7 +2,7 @@
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-EXTRAS ?= index,eval,dev
+EXTRAS ?= index,eval,app,dev
 
 .PHONY: install main test bench clean
 

@@ -52,3 +52,13 @@ def model() -> SPMForImageClassification:
 @pytest.fixture
 def images() -> torch.Tensor:
     return torch.randn(6, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op torch thread for a module (tiny tensors gain nothing from more, and OpenMP barriers
+    stall on a busy 2-core machine); restored after the module. Use with `pytest.mark.usefixtures`."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

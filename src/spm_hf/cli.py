@@ -1,9 +1,10 @@
-"""`spm-hf` command line: train-classifier, forget, push, quickstart, train-generator, evaluate-generator."""
+"""`spm-hf` command line: train-classifier, forget, push, quickstart, train-generator, evaluate-generator, app."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 
@@ -92,6 +93,33 @@ def _cmd_quickstart(args) -> int:
     return 0
 
 
+def load_app_module():
+    """The Gradio app, `app/app.py` of the source checkout (the folder a Space is made from)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(os.environ.get("SPM_HF_APP_FILE") or Path(__file__).resolve().parents[2] / "app" / "app.py")
+    if not path.exists():
+        raise SystemExit(f"spm-hf app: {path} not found; run it from a source checkout (pip install -e '.[app]') "
+                         "or set SPM_HF_APP_FILE")
+    if "spm_hf_app" in sys.modules:
+        return sys.modules["spm_hf_app"]
+    spec = importlib.util.spec_from_file_location("spm_hf_app", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["spm_hf_app"] = module  # dataclasses look their module up while it executes
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules["spm_hf_app"]
+        raise
+    return module
+
+
+def _cmd_app(argv: list[str]) -> int:
+    load_app_module().main(argv, train_missing=True)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="spm-hf", description="Deep semi-parametric models for unlearning")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -140,10 +168,15 @@ def build_parser() -> argparse.ArgumentParser:
     from .generation.cli import add_generator_commands
 
     add_generator_commands(sub)
+    # `spm-hf app ...` is handed to app/app.py's own parser (see `main`); listed here for `spm-hf --help`.
+    sub.add_parser("app", add_help=False, help="launch the Gradio demo (trains small models first if none are given)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["app"]:
+        return _cmd_app(argv[1:])
     args = build_parser().parse_args(argv)
     return args.func(args)
 
