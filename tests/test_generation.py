@@ -474,3 +474,111 @@ def test_evaluate_generator_report_and_grids(tmp_path):
     # same weights, same remaining memory: the unlearned model generates the forgotten class as the oracle
     assert report["after"]["fid_o"] == pytest.approx(0.0, abs=1e-6)
     assert json.load(open(tmp_path / "eval" / "report.json"))["forget_classes"] == ["cat"]
+
+
+def test_fid_from_saved_images_equals_in_process_fid(tmp_path):
+    """`images.npz` holds every generated image; FID recomputed from it equals the in-process numbers."""
+    from spm_hf.generation.evaluation import evaluate_generator, fid_from_images
+
+    unet = make_unet()
+    images, labels, ids = make_data()
+    pipe = make_pipe(unet=unet)
+    keep = labels != 1
+    oracle = make_pipe(ImageSampleMemory.from_images(images[keep], labels[keep], [i for i, k in zip(ids, keep) if k],
+                                                     NAMES), unet)
+    kwargs = dict(samples_per_class=4, num_inference_steps=2, support_size=2, real_images=(images, labels))
+    report = evaluate_generator(pipe, str(tmp_path / "a"), forget_classes=["bee"], retrained_model=oracle,
+                                fid_extractor=_TinyFeatures(), **kwargs)
+    assert report["judge"].startswith("not applicable")
+    with np.load(tmp_path / "a" / "images.npz", allow_pickle=False) as saved:
+        assert list(saved["label_names"]) == NAMES and saved["before_images"].dtype == np.uint8
+        assert saved["before_images"].shape == (12, 3, 8, 8)
+        assert saved["after_labels"].tolist() == [0] * 4 + [1] * 4 + [2] * 4
+        assert saved["retrained_labels"].tolist() == [1] * 4
+    assert not glob.glob(str(tmp_path / "a" / "*.tmp"))
+    assert report["fid_samples"] == {"fid": {"fake": 12, "real": N}, "fid_r": {"fake": 8, "real": 32},
+                                     "fid_o": {"unlearned": 4, "retrained": 4}}
+
+    # no FID in process (a machine without Inception weights), then FID from the saved images
+    pipe, oracle = make_pipe(unet=unet), make_pipe(oracle.memory, unet)
+    plain = evaluate_generator(pipe, str(tmp_path / "b"), forget_classes=["bee"], retrained_model=oracle, fid=False,
+                               **kwargs)
+    assert "fid" not in plain["before"] and "fid_samples" not in plain
+    later = fid_from_images(str(tmp_path / "b"), real_images=(images, labels), fid_extractor=_TinyFeatures())
+    for section, key in (("before", "fid"), ("after", "fid_r"), ("after", "fid_o")):
+        assert later[section][key] == report[section][key], key  # exactly
+    assert later["fid_samples"] == report["fid_samples"]
+    assert json.load(open(tmp_path / "b" / "report.json"))["after"]["fid_o"] == later["after"]["fid_o"]
+    with pytest.raises(FileNotFoundError, match="images.npz"):
+        os.unlink(tmp_path / "b" / "images.npz")
+        fid_from_images(str(tmp_path / "b"), real_images=(images, labels), fid_extractor=_TinyFeatures())
+
+    parser = argparse.ArgumentParser(prog="spm-hf")
+    add_generator_commands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["evaluate-generator", "--fid-from", str(tmp_path / "a")])
+    assert args.fid_from == str(tmp_path / "a") and args.model is None
+    with pytest.raises(SystemExit, match="--model"):
+        args.func(parser.parse_args(["evaluate-generator", "--output-dir", "o"]))
+
+
+def save_spm_judge(path, names, image_size=8, num_channels=3, seed=0):
+    """A tiny SPM classifier with a memory and an image processor, saved as a judge folder."""
+    from spm_hf import SPMConfig, SPMForImageClassification, make_image_processor
+    from spm_hf.data import tensors_to_dataset
+
+    torch.manual_seed(seed)
+    config = SPMConfig(encoder="resnet-tiny", num_channels=num_channels, image_size=image_size,
+                       id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)})
+    model = SPMForImageClassification(config).eval()
+    model.image_processor = make_image_processor(image_size, [0.5] * num_channels, [0.25] * num_channels)
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (12, num_channels, image_size, image_size), dtype=torch.uint8, generator=g)
+    model.build_memory(tensors_to_dataset(images, torch.arange(12) % len(names), names), show_progress=False)
+    model.save_pretrained(path)
+    return str(path)
+
+
+def test_spm_classifier_folder_as_judge(tmp_path):
+    from spm_hf.evaluation.judge import open_judge
+    from spm_hf.generation.evaluation import evaluate_generator, load_images
+
+    judge_dir = save_spm_judge(tmp_path / "judge", NAMES)
+    judge = open_judge(judge_dir)
+    assert judge.class_names == NAMES and (judge.num_channels, judge.image_size) == (3, 8)
+    report = evaluate_generator(make_pipe(), str(tmp_path / "eval"), forget_classes=["cow"], samples_per_class=4,
+                                num_inference_steps=2, support_size=2, judge=judge_dir, fid=False)
+    assert "SPMForImageClassification" in report["judge"]["source"] and report["judge"]["classes"] == NAMES
+    sets, _ = load_images(str(tmp_path / "eval" / "images.npz"))
+    for name, section in (("before", report["before"]), ("after", report["after"])):
+        images, labels = sets[name]
+        hits = judge.predict(images) == labels
+        expected = {n: float(hits[labels == c].float().mean() * 100) for c, n in enumerate(NAMES)}
+        assert section["judge_accuracy"] == pytest.approx(expected)
+    assert report["after"]["ua"]["cow"] == pytest.approx(100 - report["after"]["judge_accuracy"]["cow"])
+
+    # a judge that does not fit the generator is refused, naming the mismatch
+    for kwargs, match in (({"names": ["ant", "bee", "cat"]}, "classes"),
+                          ({"names": NAMES, "image_size": 16}, "3x16x16"), ({"names": NAMES, "num_channels": 1}, "1x8x8")):
+        path = save_spm_judge(tmp_path / f"bad-{match}", **kwargs)
+        with pytest.raises(ValueError, match=match):
+            evaluate_generator(make_pipe(), str(tmp_path / "x"), samples_per_class=1, num_inference_steps=1,
+                               judge=path, fid=False)
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        open_judge(str(tmp_path))
+
+
+def test_mnist_preset_trains_a_one_channel_judge(tmp_path):
+    """The `mnist` classifier preset (a few hundred digits here) gives a 1x28x28 judge of MNIST's classes."""
+    from spm_hf.evaluation.judge import open_judge
+    from spm_hf.training.classifier import PRESETS, train_classifier
+
+    assert PRESETS["mnist"].dataset == "mnist" and not PRESETS["mnist"].augment  # a flipped digit is another shape
+    train_classifier("mnist", str(tmp_path / "judge"), show_progress=False, epochs=1, max_train_samples=256,
+                     max_test_samples=64, memory_samples=256, head_steps=5)
+    judge = open_judge(str(tmp_path / "judge"))
+    assert (judge.num_channels, judge.image_size) == (1, 28) and judge.class_names == [str(d) for d in range(10)]
+    predictions = judge.predict(torch.zeros(3, 1, 28, 28, dtype=torch.uint8))
+    assert predictions.shape == (3,) and predictions.dtype == torch.long
+    judge.check_fits(1, 28, [str(d) for d in range(10)])
+    with pytest.raises(ValueError, match="3x32x32"):
+        judge.check_fits(3, 32, [str(d) for d in range(10)])

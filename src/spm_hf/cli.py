@@ -125,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train-classifier", help="train an SPM classifier (or the parametric baseline)")
-    p.add_argument("--preset", default="tiny", help="tiny | quick | cifar10-cpu | cifar10-paper")
+    p.add_argument("--preset", default="tiny", help="tiny | quick | cifar10-cpu | cifar10-paper | mnist")
     p.add_argument("--output-dir", required=True)
     p.add_argument("--parametric", action="store_true", help="train the same encoder with a linear head")
     p.add_argument("--resume", action="store_true", help="resume from the last checkpoint in OUTPUT_DIR")

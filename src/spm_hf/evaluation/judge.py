@@ -9,12 +9,18 @@ read from the state dict, which is loaded with `strict=True`.
 
 The judge is an evaluation instrument only (it was trained on every CIFAR-10 class): it measures, e.g.,
 the share of images generated for a forgotten class that it still assigns to that class.
+
+`open_judge` also accepts a saved `SPMForImageClassification` folder (e.g. `spm-hf train-classifier --preset
+mnist`, the judge of MNIST generations), normalised by its own image processor; `Judge.check_fits` refuses
+a judge whose input shape or class names differ from the generator's.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -124,3 +130,58 @@ def judge_logits(model: CifarResNetJudge, images: torch.Tensor, batch_size: int 
 def judge_predict(model: CifarResNetJudge, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     """(N,) predicted class indices (in `JUDGE_CLASSES` order)."""
     return judge_logits(model, images, batch_size).argmax(dim=1)
+
+
+@dataclass
+class Judge:
+    """A classifier used as an instrument: `predict((N, C, H, W) uint8)` gives (N,) indices into `class_names`."""
+
+    predict: Callable[[torch.Tensor], torch.Tensor]
+    class_names: list[str]
+    num_channels: int
+    image_size: int
+    source: str
+
+    def describe(self) -> dict:
+        return {"source": self.source, "classes": self.class_names, "input": [self.num_channels, self.image_size]}
+
+    def check_fits(self, num_channels: int, image_size: int, class_names: list[str]) -> None:
+        """Raise `ValueError` unless the judge reads `num_channels`x`image_size`² images of these classes, in order."""
+        if (num_channels, image_size) != (self.num_channels, self.image_size):
+            raise ValueError(
+                f"judge {self.source} reads {self.num_channels}x{self.image_size}x{self.image_size} images; "
+                f"the generator makes {num_channels}x{image_size}x{image_size}"
+            )
+        if [n.lower() for n in class_names] != [n.lower() for n in self.class_names]:
+            raise ValueError(
+                f"judge {self.source} has classes {self.class_names}; the generator has {list(class_names)}"
+            )
+
+
+def open_judge(path: str | None = None, device: str | torch.device = "cpu") -> Judge:
+    """A `Judge` from a saved `SPMForImageClassification` folder (one with `config.json`), else from the CIFAR
+    ResNet safetensors at `path` (default: `default_judge_path()`)."""
+    if path is not None and os.path.isdir(path):
+        return _spm_judge(path, device)
+    path = path or default_judge_path()
+    model = load_judge(path, device=device)
+    return Judge(lambda images: judge_predict(model, images), list(JUDGE_CLASSES), 3, 32,
+                 f"{os.path.abspath(path)} (CIFAR ResNet-{model.depth})")
+
+
+def _spm_judge(path: str, device) -> Judge:
+    from ..modeling_spm import SPMForImageClassification
+    from ..training.classifier import predict_uint8
+
+    if not os.path.exists(os.path.join(path, "config.json")):
+        raise FileNotFoundError(f"judge folder {path} has no config.json: not a saved SPMForImageClassification")
+    model = SPMForImageClassification.from_pretrained(path).to(device).eval()
+    processor = model.image_processor
+    if processor is None:
+        raise FileNotFoundError(f"judge {path} has no image processor (preprocessor_config.json) to normalise with")
+    if model.memory is None:
+        raise ValueError(f"judge {path} has no sample memory (sample_memory.safetensors): it cannot classify")
+    size = processor.size["height"]
+    names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    return Judge(lambda images: predict_uint8(model, images, processor), names, len(processor.image_mean), size,
+                 f"{os.path.abspath(path)} (SPMForImageClassification, {model.config.encoder})")

@@ -31,8 +31,15 @@ def _cmd_train_generator(args) -> int:
 
 
 def _cmd_evaluate_generator(args) -> int:
-    from .evaluation import evaluate_generator
+    from .evaluation import evaluate_generator, fid_from_images
 
+    if args.fid_from:
+        report = fid_from_images(args.fid_from, dataset=args.dataset, fid_real_samples=args.fid_real_samples,
+                                 device=args.device or "cpu")
+        print(json.dumps(report, indent=1))
+        return 0
+    if not args.model or not args.output_dir:
+        raise SystemExit("spm-hf evaluate-generator: give --model and --output-dir (or --fid-from DIR)")
     report = evaluate_generator(
         args.model,
         output_dir=args.output_dir,
@@ -44,7 +51,7 @@ def _cmd_evaluate_generator(args) -> int:
         support_size=args.support_size,
         judge=args.judge,
         fid=not args.no_fid,
-        fid_real_samples=args.fid_real_samples,
+        fid_real_samples=args.fid_real_samples or 1000,
         dataset=args.dataset,
         seed=args.seed,
         device=args.device,
@@ -76,18 +83,22 @@ def add_generator_commands(subparsers: argparse._SubParsersAction) -> None:
 
     p = subparsers.add_parser("evaluate-generator",
                               help="judge accuracy per class, forgetting UA, FID / FID_O, before/after grids")
-    p.add_argument("--model", required=True, help="a saved SPMDiffusionPipeline folder (or Hub id)")
-    p.add_argument("--output-dir", required=True, help="where report.json and the grids go")
+    p.add_argument("--model", help="a saved SPMDiffusionPipeline folder (or Hub id)")
+    p.add_argument("--output-dir", help="where report.json, images.npz and the grids go")
+    p.add_argument("--fid-from", metavar="DIR",
+                   help="only compute FID from DIR/images.npz (an earlier run's output) and update DIR/report.json")
     p.add_argument("--forget", nargs="*", help="classes to forget (names or indices) before the 'after' evaluation")
     p.add_argument("--retrained-model", help="a pipeline trained without the forget classes, for FID_O")
     p.add_argument("--samples-per-class", type=int, default=100)
     p.add_argument("--steps", type=int, default=50, help="DDIM steps")
     p.add_argument("--guidance-scale", type=float, default=1.3)
     p.add_argument("--support-size", type=int, default=50, help="support items per class (the paper: 50)")
-    p.add_argument("--judge", default=None, help="judge safetensors (default: ../shared/models/cifar10-resnet-judge/resnet56)")
+    p.add_argument("--judge", default=None, help="judge safetensors (default: ../shared/models/cifar10-resnet-judge/"
+                   "resnet56) or a saved SPM classifier folder (e.g. train-classifier --preset mnist)")
     p.add_argument("--no-fid", action="store_true")
-    p.add_argument("--fid-real-samples", type=int, default=1000)
-    p.add_argument("--dataset", default=None, help="real images for FID (default: cifar10 test split)")
+    p.add_argument("--fid-real-samples", type=int, help="real test images for FID (default 1000; with --fid-from: "
+                   "the report's)")
+    p.add_argument("--dataset", default=None, help="real images for FID (default: mnist for 1 channel, else cifar10)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None, help="cuda | cpu (default: cuda if available)")
     p.set_defaults(func=_cmd_evaluate_generator)

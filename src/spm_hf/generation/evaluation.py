@@ -2,8 +2,10 @@
 
 Conventions (every share is a percentage; paper-spec §4):
 
-* **judge accuracy** of class c: the share of images generated for c that the outside judge (CIFAR-10
-  ResNet-56, `spm_hf.evaluation.judge`) assigns to c. Only for 3x32x32 models whose classes are CIFAR-10's.
+* **judge accuracy** of class c: the share of images generated for c that the outside judge assigns to c.
+  The default judge (CIFAR-10 ResNet-56, `spm_hf.evaluation.judge`) applies to 3x32x32 models with CIFAR-10's
+  classes; `judge=` a saved `SPMForImageClassification` folder judges others (e.g. MNIST), and a judge
+  whose input shape or classes differ from the generator's is refused.
 * **UA (generation)** of a forgotten class c: 100 − judge accuracy of c after forgetting (the reference's
   `cls_acc_edm.py`: "1 − fraction classified as the target class"); higher means more forgetting.
 * **FID**: generated images of all classes (before) vs real test images; **FID_R**: after forgetting,
@@ -14,7 +16,11 @@ Conventions (every share is a percentage; paper-spec §4):
 * Forgotten classes are generated under the pipeline's default policy (`forget_policy="all_remaining"`,
   support drawn from every remaining sample), with the warnings silenced and the policy recorded.
 
-Writes `report.json`, `grid_before.png` and (when forgetting) `grid_after.png` to `output_dir`.
+Writes `report.json`, `grid_before.png`, (when forgetting) `grid_after.png`, and `images.npz`: every image
+it generated (`<set>_images` (N, C, H, W) uint8, `<set>_labels`, sets `before`, `after`, `retrained`) and
+`label_names`. `fid_from_images(output_dir)` computes the FID numbers from that file later, e.g. on a
+machine that has the Inception weights when the generating one has not; both paths run `fid_scores` on the
+same arrays, so the numbers are equal.
 """
 
 from __future__ import annotations
@@ -64,6 +70,123 @@ def _real_images(dataset: str, limit: int):
     return images, labels
 
 
+IMAGES_FILE = "images.npz"
+REPORT_FILE = "report.json"
+
+
+def _flat(images: dict[int, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images, labels) concatenated in class order."""
+    classes = sorted(images)
+    labels = torch.cat([torch.full((len(images[c]),), c, dtype=torch.long) for c in classes])
+    return torch.cat([images[c] for c in classes]), labels
+
+
+def save_images(path: str, sets: dict[str, tuple[torch.Tensor, torch.Tensor]], label_names: list[str]) -> None:
+    """Write `sets` (name -> (uint8 images, labels)) and the class names as `.npz`: temporary name, then rename."""
+    arrays = {"label_names": np.array(label_names)}
+    for name, (images, labels) in sets.items():
+        arrays[f"{name}_images"], arrays[f"{name}_labels"] = images.numpy(), labels.numpy()
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+    os.replace(tmp, path)
+
+
+def load_images(path: str) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], list[str]]:
+    """(name -> (uint8 images, labels), class names) from a file written by `save_images` (no pickle)."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} not found: run evaluate_generator (which writes {IMAGES_FILE}) first")
+    with np.load(path, allow_pickle=False) as data:
+        if "label_names" not in data.files:
+            raise ValueError(f"{path} has no label_names: not written by save_images")
+        names = [k[: -len("_images")] for k in data.files if k.endswith("_images")]
+        sets = {n: (torch.from_numpy(data[f"{n}_images"]), torch.from_numpy(data[f"{n}_labels"])) for n in names}
+        return sets, [str(n) for n in data["label_names"]]
+
+
+def _write_json(path: str, payload: dict) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(payload, f, indent=1)
+    os.replace(tmp, path)
+
+
+def fid_scores(sets: dict[str, tuple[torch.Tensor, torch.Tensor]], real: tuple[torch.Tensor, torch.Tensor],
+               forget_idx: list[int], extractor) -> dict:
+    """FID (`before` vs all real), FID_R (`after`, remaining classes, vs their real images) and FID_O (`after` vs
+    `retrained`, forgotten classes), each where its sets exist, and `samples`: the counts behind each number."""
+    from ..evaluation.fid import extract_features, frechet_distance
+
+    feats = {name: extract_features(images, extractor) for name, (images, _) in sets.items()}
+    real_feats = extract_features(real[0], extractor)
+    out: dict = {"samples": {}}
+
+    def score(key, a, b, count_names=("fake", "real")):
+        out[key] = frechet_distance(a, b)
+        out["samples"][key] = dict(zip(count_names, (len(a), len(b))))
+
+    if "before" in sets:
+        score("fid", feats["before"], real_feats)
+    if "after" in sets and forget_idx:
+        forgotten = torch.isin(sets["after"][1], torch.tensor(forget_idx)).numpy()
+        real_kept = ~torch.isin(real[1], torch.tensor(forget_idx)).numpy()
+        score("fid_r", feats["after"][~forgotten], real_feats[real_kept])
+        if "retrained" in sets:
+            score("fid_o", feats["after"][forgotten], feats["retrained"], ("unlearned", "retrained"))
+    return out
+
+
+def _record_fid(report: dict, scores: dict) -> None:
+    for key, section in (("fid", "before"), ("fid_r", "after"), ("fid_o", "after")):
+        if key in scores:
+            report.setdefault(section, {})[key] = scores[key]
+    report["fid_samples"] = scores["samples"]
+
+
+def _real_set(real_images, dataset: str | None, limit: int, num_channels: int):
+    if real_images is not None:
+        return real_images
+    return _real_images(dataset or ("mnist" if num_channels == 1 else "cifar10"), limit)
+
+
+def _fid_extractor(extractor, device):
+    from ..evaluation.fid import InceptionFeatures
+
+    return extractor if extractor is not None else InceptionFeatures(device=device)
+
+
+def fid_from_images(output_dir: str, real_images: tuple[torch.Tensor, torch.Tensor] | None = None,
+                    dataset: str | None = None, fid_real_samples: int | None = None, fid_extractor=None,
+                    device: str = "cpu") -> dict:
+    """Compute the FID numbers of an evaluation from its `images.npz`; update `report.json` and return it.
+
+    Real images: `real_images`, else `fid_real_samples` (default: the report's setting) test images of
+    `dataset` (default: the report's, else mnist for 1 channel and cifar10 for 3), drawn as
+    `evaluate_generator` draws them.
+    """
+    report_path = os.path.join(output_dir, REPORT_FILE)
+    if not os.path.exists(report_path):
+        raise FileNotFoundError(f"{report_path} not found: fid_from_images needs the report evaluate_generator wrote")
+    with open(report_path) as f:
+        report = json.load(f)
+    sets, names = load_images(os.path.join(output_dir, IMAGES_FILE))
+    unknown = [c for c in report.get("forget_classes", []) if c not in names]
+    if unknown:
+        raise ValueError(f"report.json forgets {unknown}, which {IMAGES_FILE} does not name (classes {names})")
+    forget_idx = [names.index(c) for c in report.get("forget_classes", [])]
+    settings = report.setdefault("settings", {})
+    settings["fid_real_samples"] = fid_real_samples or settings.get("fid_real_samples") or 1000
+    settings["fid_dataset"] = dataset or settings.get("fid_dataset")
+    num_channels = next(iter(sets.values()))[0].shape[1]
+    real = _real_set(real_images, settings["fid_dataset"], settings["fid_real_samples"], num_channels)
+    start = time.perf_counter()
+    _record_fid(report, fid_scores(sets, real, forget_idx, _fid_extractor(fid_extractor, device)))
+    report.setdefault("timings", {})["fid_s"] = time.perf_counter() - start
+    report["fid_computed"] = f"from {IMAGES_FILE} by fid_from_images"
+    _write_json(report_path, report)
+    return report
+
+
 def evaluate_generator(
     model: str | SPMDiffusionPipeline,
     output_dir: str,
@@ -86,10 +209,10 @@ def evaluate_generator(
     """Evaluate a generator before and after forgetting `forget_classes`; returns (and saves) the report.
 
     A pipeline object passed as `model` is modified (its memory forgets `forget_classes`); a path is loaded.
-
+    `judge`: the CIFAR ResNet safetensors (default for CIFAR-10 generators) or a saved SPM classifier folder.
     `fid_extractor` replaces the Inception network (tests), `real_images` the real (images, labels) set.
     """
-    from ..evaluation.judge import JUDGE_CLASSES, judge_predict, load_judge
+    from ..evaluation.judge import JUDGE_CLASSES, open_judge
 
     os.makedirs(output_dir, exist_ok=True)
     pipe = model if isinstance(model, SPMDiffusionPipeline) else SPMDiffusionPipeline.from_pretrained(model)
@@ -108,58 +231,42 @@ def evaluate_generator(
             "judge_accuracy": "% of images generated for class c that the judge assigns to c",
             "ua": "100 - judge accuracy of a forgotten class after forgetting (higher = more forgetting)",
             "fid": "all classes vs real test images (before); fid_r: remaining classes after forgetting vs their "
-                   "real test images; fid_o: forgotten-class generations, unlearned vs retrained model",
+                   "real test images; fid_o: forgotten-class generations, unlearned vs retrained model; "
+                   "fid_samples: the image counts behind each",
             "forget_policy": "all_remaining (support for a forgotten class drawn from every remaining sample)",
         },
         "settings": {"samples_per_class": samples_per_class, "num_inference_steps": num_inference_steps,
                      "guidance_scale": guidance_scale, "support_size": support_size, "seed": seed,
-                     "scheduler": type(pipe.scheduler).__name__},
+                     "scheduler": type(pipe.scheduler).__name__, "fid_real_samples": fid_real_samples,
+                     "fid_dataset": dataset},
         "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
                     "device": str(pipe.device)},
         "forget_classes": [names[c] for c in forget_idx],
     }
-    judge_applies = (cfg.in_channels, cfg.sample_size) == (3, 32) and [n.lower() for n in names] == JUDGE_CLASSES
-    judge_model = load_judge(judge, device=device) if judge_applies else None
-    if not judge_applies:
-        report["judge"] = "not applicable: the judge is a CIFAR-10 classifier (3x32x32, CIFAR-10 class names)"
+    cifar_like = (cfg.in_channels, cfg.sample_size) == (3, 32) and [n.lower() for n in names] == JUDGE_CLASSES
+    judge_model = None
+    if judge is not None or cifar_like:
+        judge_model = open_judge(judge, device=device)
+        judge_model.check_fits(cfg.in_channels, cfg.sample_size, names)
+        report["judge"] = judge_model.describe()
+    else:
+        report["judge"] = ("not applicable: no judge given, and the default judge is a CIFAR-10 classifier "
+                           "(3x32x32, CIFAR-10 class names)")
 
     def judge_acc(images: dict[int, torch.Tensor]) -> dict[str, float]:
-        return {names[c]: float((judge_predict(judge_model, imgs) == c).float().mean() * 100) for c, imgs in images.items()}
+        return {names[c]: float((judge_model.predict(imgs) == c).float().mean() * 100) for c, imgs in images.items()}
 
-    real = None
-    features_cache: dict = {}
-
-    def features(key, images):
-        from ..evaluation.fid import InceptionFeatures, extract_features
-
-        nonlocal fid_extractor
-        if fid_extractor is None:
-            fid_extractor = InceptionFeatures(device=device)
-        if key not in features_cache:
-            features_cache[key] = extract_features(images, fid_extractor)
-        return features_cache[key]
-
-    if fid:
-        if real_images is not None:
-            real = real_images
-        else:
-            real = _real_images(dataset or ("mnist" if cfg.in_channels == 1 else "cifar10"), fid_real_samples)
     timings = {}
-
     start = time.perf_counter()
     before = generate_per_class(pipe, classes, **gen_kwargs)
     timings["generate_before_s"] = time.perf_counter() - start
     _grid(before, grid_per_class).save(os.path.join(output_dir, "grid_before.png"))
+    generated = {"before": before}
     report["before"] = {}
     if judge_model is not None:
         acc = judge_acc(before)
         report["before"]["judge_accuracy"] = acc
         report["before"]["judge_accuracy_mean"] = float(np.mean(list(acc.values())))
-    if fid:
-        from ..evaluation.fid import frechet_distance
-
-        fake_all = torch.cat([before[c] for c in classes])
-        report["before"]["fid"] = frechet_distance(features("fake_before", fake_all), features("real", real[0]))
 
     if forget_idx:
         receipt = pipe.forget(classes=forget_idx)
@@ -168,6 +275,7 @@ def evaluate_generator(
         after = generate_per_class(pipe, classes, **gen_kwargs)
         timings["generate_after_s"] = time.perf_counter() - start
         _grid(after, grid_per_class).save(os.path.join(output_dir, "grid_after.png"))
+        generated["after"] = after
         report["after"] = {}
         remaining = [c for c in classes if c not in forget_idx]
         if judge_model is not None:
@@ -175,24 +283,23 @@ def evaluate_generator(
             report["after"]["judge_accuracy"] = acc
             report["after"]["ua"] = {names[c]: 100.0 - acc[names[c]] for c in forget_idx}
             report["after"]["judge_accuracy_remaining_mean"] = float(np.mean([acc[names[c]] for c in remaining]))
-        if fid:
-            from ..evaluation.fid import frechet_distance
-
-            keep = torch.isin(real[1], torch.tensor(remaining))
-            fake_r = torch.cat([after[c] for c in remaining])
-            report["after"]["fid_r"] = frechet_distance(features("fake_after_r", fake_r), features("real_r", real[0][keep]))
-            if retrained_model is not None:
-                oracle = (retrained_model if isinstance(retrained_model, SPMDiffusionPipeline)
-                          else SPMDiffusionPipeline.from_pretrained(retrained_model))
-                oracle.to(device)
-                oracle.set_progress_bar_config(disable=True)
-                oracle_images = generate_per_class(oracle, forget_idx, **gen_kwargs)
-                fake_u = torch.cat([after[c] for c in forget_idx])
-                fake_o = torch.cat([oracle_images[c] for c in forget_idx])
-                report["after"]["fid_o"] = frechet_distance(features("fid_o_u", fake_u), features("fid_o_o", fake_o))
-                if judge_model is not None:
-                    report["after"]["retrained_judge_accuracy"] = judge_acc(oracle_images)
+        if retrained_model is not None:
+            oracle = (retrained_model if isinstance(retrained_model, SPMDiffusionPipeline)
+                      else SPMDiffusionPipeline.from_pretrained(retrained_model))
+            oracle.to(device)
+            oracle.set_progress_bar_config(disable=True)
+            start = time.perf_counter()
+            generated["retrained"] = generate_per_class(oracle, forget_idx, **gen_kwargs)
+            timings["generate_retrained_s"] = time.perf_counter() - start
+            if judge_model is not None:
+                report["after"]["retrained_judge_accuracy"] = judge_acc(generated["retrained"])
+    sets = {name: _flat(images) for name, images in generated.items()}
+    save_images(os.path.join(output_dir, IMAGES_FILE), sets, names)
+    if fid:
+        real = _real_set(real_images, dataset, fid_real_samples, cfg.in_channels)
+        start = time.perf_counter()
+        _record_fid(report, fid_scores(sets, real, forget_idx, _fid_extractor(fid_extractor, device)))
+        timings["fid_s"] = time.perf_counter() - start
     report["timings"] = timings
-    with open(os.path.join(output_dir, "report.json"), "w") as f:
-        json.dump(report, f, indent=1)
+    _write_json(os.path.join(output_dir, REPORT_FILE), report)
     return report
