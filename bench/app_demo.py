@@ -70,13 +70,15 @@ def forget_in_browser(url: str, forget: str, chromium: str, before_png: str | No
             _wait_text(page, "#grid-status", "text.includes('Forgotten rows')", timeout_s)
             grid_s = time.perf_counter() - start
             text = page.inner_text("body")
-            top5_after = page.inner_text("#top5-after")
+            top5_after, receipt = page.inner_text("#top5-after"), page.inner_text("#receipt")
+            grid_status = page.inner_text("#grid-status")
             if after_png:
                 page.screenshot(path=after_png, full_page=True)
         finally:
             browser.close()
     return {"first_grid_s": first_grid_s, "classification_update_s": classification_s,
-            "grid_update_s": grid_s, "page_text": text, "top5_after": top5_after}
+            "grid_update_s": grid_s, "page_text": text, "top5_after": top5_after, "receipt": receipt,
+            "grid_status": grid_status}
 
 
 def main(argv=None) -> int:
@@ -112,8 +114,9 @@ def main(argv=None) -> int:
         "classifier": args.classifier, "generator": args.generator, "forget": args.forget,
         "images_per_class": args.images_per_class, "num_classes": len(models.label_names), "ddim_steps": args.steps,
         **{k: round(v, 3) for k, v in timings.items() if k.endswith("_s")},
+        "receipt": " ".join(line for line in timings["receipt"].splitlines() if line.startswith("Forgot") or "copied" in line), "grid_status": timings["grid_status"],
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads "
-                   f"{torch.get_num_threads()}, device {models.device}",
+                   f"{torch.get_num_threads()}, device {models.device}, load average {os.getloadavg()[0]:.1f}",
     }
     print(json.dumps(report, indent=1))
     if args.report:
