@@ -378,7 +378,8 @@ def build_demo(models: Models, examples: list[Path] | None = None, images_per_cl
         return panel(None, "Reset: this session is back to the pristine models. " + pristine_markdown(models), {}, image)
 
     with gr.Blocks(title="SPM unlearning: forget a class") as demo:
-        session = gr.State(None, time_to_live=3600)  # None: the pristine models; a Session after a forget
+        # None: the pristine models; a Session after a forget (gradio drops it an hour after the last one)
+        session = gr.State(None, time_to_live=3600)
         gr.Markdown(INTRO)
         with gr.Row():
             with gr.Column(scale=1, min_width=300):
