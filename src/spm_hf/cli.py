@@ -93,6 +93,25 @@ def _cmd_quickstart(args) -> int:
     return 0
 
 
+def _cmd_benchmark_unlearning(args) -> int:
+    from .evaluation.benchmark import run_unlearning_benchmark, train_benchmark_models
+
+    overrides = {k: v for k, v in {"epochs": args.epochs, "max_train_samples": args.max_train_samples,
+                                   "memory_samples": args.max_train_samples,
+                                   "max_test_samples": args.max_test_samples}.items() if v is not None} or None
+    if args.train_only:
+        root = train_benchmark_models(args.preset, args.scenario, args.cache_dir, overrides, args.workers,
+                                      show_progress=not args.no_progress)
+        print(f"models cached in {root}")
+        return 0
+    reports = run_unlearning_benchmark(args.preset, args.scenario, args.output_dir, cache_dir=args.cache_dir,
+                                       overrides=overrides, methods=args.methods, workers=args.workers,
+                                       device=args.device, show_progress=not args.no_progress)
+    for name in reports:
+        print(f"wrote {os.path.join(args.output_dir, name)}/results.json, results.md, gap_vs_time.png")
+    return 0
+
+
 def load_app_module():
     """The Gradio app, `app/app.py` of the source checkout (the folder a Space is made from)."""
     import importlib.util
@@ -164,6 +183,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default="quick")
     p.add_argument("--forget", default="cat")
     p.set_defaults(func=_cmd_quickstart)
+
+    p = sub.add_parser("benchmark", help="benchmarks: `benchmark unlearning`")
+    bench = p.add_subparsers(dest="benchmark", required=True)
+    p = bench.add_parser("unlearning", help="SPM deletion vs retraining vs parametric unlearning (UA/RA/TA/MIA, gaps, time)")
+    p.add_argument("--preset", default="tiny", help="a classifier preset: tiny | quick | cifar10-cpu | cifar10-paper")
+    p.add_argument("--scenario", nargs="+", default=["cat"],
+                   help="cat | five-classes | random-10 | random-50 | all (several allowed)")
+    p.add_argument("--output-dir", default="outputs/benchmark")
+    p.add_argument("--cache-dir", default="outputs/benchmark-cache", help="trained models are kept here")
+    p.add_argument("--methods", nargs="+", help="parametric baselines (default: FT GA RL l1_sparse SalUn)")
+    p.add_argument("--workers", type=int, default=1, help="models trained at once (GPU / many cores)")
+    p.add_argument("--device", help="cuda | cpu (default: cuda if available)")
+    p.add_argument("--epochs", type=float, help="override the preset's training epochs")
+    p.add_argument("--max-train-samples", type=int, help="override the preset's training (and memory) subset")
+    p.add_argument("--max-test-samples", type=int)
+    p.add_argument("--train-only", action="store_true", help="train (cache) the models the scenarios need, then stop")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cmd_benchmark_unlearning)
 
     from .generation.cli import add_generator_commands
 

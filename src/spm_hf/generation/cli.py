@@ -16,11 +16,13 @@ def _cmd_train_generator(args) -> int:
         "batch_size": args.batch_size,
         "support_size": args.support_size,
         "learning_rate": args.learning_rate,
+        "warmup_steps": args.warmup_steps,
         "eval_every": args.eval_every,
         "checkpoint_every": args.checkpoint_every,
         "train_limit": args.max_train_samples,
         "seed": args.seed,
         "mixed_precision": args.mixed_precision,
+        "exclude_classes": tuple(args.exclude_classes) if args.exclude_classes else None,
     }
     resume = args.resume
     if resume == "":
@@ -71,11 +73,13 @@ def add_generator_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, help="queries per process and step")
     p.add_argument("--support-size", type=int, help="support images per batch")
     p.add_argument("--learning-rate", type=float)
+    p.add_argument("--warmup-steps", type=int, help="linear learning-rate warm-up (steps)")
     p.add_argument("--eval-every", type=int, help="steps between sample grids (0: only at the end)")
     p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (0: none)")
     p.add_argument("--max-train-samples", type=int)
     p.add_argument("--seed", type=int)
     p.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"])
+    p.add_argument("--exclude-classes", nargs="+", help="train without these classes (the retrained oracle)")
     p.add_argument("--resume", nargs="?", const="", default=None,
                    help="resume from a checkpoint folder, or the latest in OUTPUT_DIR/checkpoints if no path")
     p.add_argument("--no-progress", action="store_true")

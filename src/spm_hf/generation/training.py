@@ -51,6 +51,7 @@ class GeneratorTrainingConfig:
     preset: str = "tiny"
     dataset: str | None = None
     train_limit: int | None = None
+    exclude_classes: tuple[str, ...] = ()  # classes left out of training and memory (a retrained oracle)
     batch_size: int = 8
     support_size: int = 8
     max_steps: int = 4
@@ -251,6 +252,25 @@ def latest_checkpoint(output_dir: str) -> str | None:
     return found[-1] if found else None
 
 
+def _without_classes(images, labels, ids, label_names, classes):
+    """Drop every sample of `classes` (names or indices). The class keeps its embedding row, untrained, and
+    gets no memory: what a model retrained without the class looks like to the pipeline."""
+    wanted = []
+    for c in classes:
+        if isinstance(c, str) and c.isdigit() and c not in label_names:
+            c = int(c)
+        if isinstance(c, int) and 0 <= c < len(label_names):
+            wanted.append(c)
+        elif c in label_names:
+            wanted.append(label_names.index(c))
+        else:
+            raise ValueError(f"exclude_classes: {c!r} is not one of {label_names}")
+    keep = ~torch.isin(labels, torch.tensor(wanted))
+    if not keep.any():
+        raise ValueError("exclude_classes removes every training sample")
+    return images[keep], labels[keep], [i for i, k in zip(ids, keep.tolist()) if k]
+
+
 # ---------------------------------------------------------------------- the loop
 def train_generator(
     preset: str = "tiny",
@@ -291,6 +311,8 @@ def train_generator(
     elif labels is None or ids is None or label_names is None:
         raise ValueError("images needs labels, ids and label_names")
     labels = torch.as_tensor(labels, dtype=torch.long)
+    if config.exclude_classes:
+        images, labels, ids = _without_classes(images, labels, ids, label_names, config.exclude_classes)
     n, channels, height, width = images.shape
     if height != width:
         raise ValueError(f"square images only, got {height}x{width}")

@@ -149,6 +149,7 @@ def train_classifier(
     resume: bool | str = False,
     show_progress: bool = True,
     evaluate: bool = True,
+    exclude_indices=None,
     **overrides,
 ) -> dict:
     """Train, build the memory, evaluate and save. Returns the summary (also `training_summary.json`).
@@ -158,11 +159,16 @@ def train_classifier(
         output_dir: the final model folder; checkpoints go to `<output_dir>/checkpoints`.
         parametric: train the parametric baseline (same encoder + linear head, same recipe).
         resume: True to resume from the last checkpoint in `<output_dir>/checkpoints`, or a path.
+        exclude_indices: training-split rows left out of both training and the memory (the retrained
+            oracle of an unlearning benchmark); indices into the preset's training subset.
         overrides: fields of `ClassifierPreset` to change (e.g. `epochs=1`).
     """
     preset = get_preset(preset, **overrides) if isinstance(preset, str) else replace(preset, **overrides)
     torch.manual_seed(preset.seed)
     data = load_image_dataset(preset.dataset)
+    excluded = 0
+    if exclude_indices is not None:
+        data, preset, excluded = exclude_training_rows(data, preset, exclude_indices)
     names = label_names(data)
     train_images, train_labels, _ = as_uint8_tensors(data["train"], limit=preset.max_train_samples)
     test_images, test_labels, _ = as_uint8_tensors(data["test"], limit=preset.max_test_samples)
@@ -249,6 +255,7 @@ def train_classifier(
         "preset": asdict(preset),
         "model": "parametric" if parametric else "spm",
         "train_samples": len(train_labels),
+        "excluded_samples": excluded,
         "train_seconds": round(train_seconds, 1),
         "epoch_seconds": [round(s, 1) for s in timer.epoch_seconds],
         "train_loss": round(result.training_loss, 4),
@@ -270,6 +277,31 @@ def train_classifier(
     _write_json(os.path.join(output_dir, "training_summary.json"), summary)
     model.save_pretrained(output_dir)
     return summary
+
+
+def exclude_training_rows(data, preset: ClassifierPreset, indices):
+    """`(data, preset, count)` with rows `indices` of the preset's training subset removed from `data["train"]`.
+
+    The preset's subset (`max_train_samples`) must be the memory's too (`memory_samples`), so that "trained
+    without these samples" means the same for the parameters and the memory. The returned preset has both
+    limits cleared: they are applied here, before the rows are dropped.
+    """
+    if preset.max_train_samples != preset.memory_samples:
+        raise ValueError(
+            "excluding samples needs the same training and memory subsets; got max_train_samples="
+            f"{preset.max_train_samples} and memory_samples={preset.memory_samples}"
+        )
+    train = data["train"]
+    n = len(train) if preset.max_train_samples is None else min(preset.max_train_samples, len(train))
+    drop = torch.as_tensor(list(indices), dtype=torch.long).unique()
+    if drop.numel() and (drop.min() < 0 or drop.max() >= n):
+        raise IndexError(f"exclude_indices must lie in [0, {n}); got min {int(drop.min())}, max {int(drop.max())}")
+    keep = torch.ones(n, dtype=torch.bool)
+    keep[drop] = False
+    if not keep.any():
+        raise ValueError("exclude_indices removes every training sample")
+    data = type(data)({**data, "train": train.select(torch.nonzero(keep).flatten().tolist())})
+    return data, replace(preset, max_train_samples=None, memory_samples=None), int(drop.numel())
 
 
 def fit_head(parameters, batch_loss, num_samples: int, steps: int, batch_size: int, lr: float, seed: int,
