@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from spm_hf.generation import (
+    SupportFeatures,
     ForgottenClassError,
     ForgottenClassWarning,
     ImageSampleMemory,
@@ -582,3 +583,42 @@ def test_mnist_preset_trains_a_one_channel_judge(tmp_path):
     judge.check_fits(1, 28, [str(d) for d in range(10)])
     with pytest.raises(ValueError, match="3x32x32"):
         judge.check_fits(3, 32, [str(d) for d in range(10)])
+
+
+def test_memory_derived_class_embedding_reads_only_the_label_matched_support():
+    """`support_class_embedding`: every ResBlock sees the mean exemplar embedding of the support items carrying
+    the query's label; other labels' items do not matter, and a dropped (unconditional) query gets the zero
+    prototype."""
+    torch.manual_seed(0)
+    unet = SPMUNet2DModel.from_preset("tiny", num_class_embeds=3).eval()
+    assert unet.support_embedding is not None
+    with torch.no_grad():  # a visible contribution (the last layer of a fresh MLP is small)
+        unet.support_embedding[-1].weight.mul_(50)
+    images = torch.rand(6, 3, 8, 8) * 2 - 1
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    support = unet.encode_support(images, labels)
+    proto = unet.support_prototypes(torch.tensor([1, 2]), support, torch.float32)
+    emb = support.embeddings
+    assert emb.shape == (6, unet.support_embedding[-1].in_features)
+    torch.testing.assert_close(proto, torch.stack([emb[2:4].mean(0), emb[4:6].mean(0)]))
+    x = torch.randn(1, 3, 8, 8)
+    t = torch.tensor([500])
+
+    def eps(support_images, support_labels, drop=None):
+        return unet(x, t, torch.tensor([0]), support=unet.encode_support(support_images, support_labels),
+                    class_dropout_mask=drop).sample
+
+    with torch.no_grad():
+        base = eps(images, labels)
+        other = images.clone()
+        other[2:] = torch.rand(4, 3, 8, 8) * 2 - 1  # change only the items of labels 1 and 2
+        torch.testing.assert_close(eps(other, labels), base)
+        changed = images.clone()
+        changed[:2] = torch.rand(2, 3, 8, 8) * 2 - 1  # change the query's own label's items
+        assert (eps(changed, labels) - base).abs().max() > 1e-3
+        dropped = torch.tensor([True])
+        # unconditional (guidance-dropped): the prototype is zeroed, so the weights reading it do not matter
+        before = eps(images, labels, dropped)
+        unet.support_embedding[-1].weight.mul_(3)
+        torch.testing.assert_close(eps(images, labels, dropped), before)
+        assert (eps(images, labels) - base).abs().max() > 1e-3  # ...while the conditional branch moves

@@ -337,8 +337,8 @@ class SPMDiffusionPipeline(DiffusionPipeline):
 
         support_kwargs: dict
         if use_support_cache:
-            keys, values = self.support_cache.get(unet, self.memory.sample_memory, rows)
-            feats = SupportFeatures(keys, values, support_labels.to(device))
+            keys, values, embeddings = self.support_cache.get(unet, self.memory.sample_memory, rows)
+            feats = SupportFeatures(keys, values, support_labels.to(device), embeddings)
             support_kwargs = {"support": feats}
         else:
             images = images_to_model_input(self.memory.values[rows.to(self.memory.sample_memory.device)], unet)

@@ -81,8 +81,9 @@ class SupportFeatureCache:
         return (id(unet), str(first.device), str(first.dtype), unet.training, checksum)
 
     # ------------------------------------------------------------------ lookup
-    def get(self, unet, memory: SampleMemory, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Keys and values `(S, P, D)` of the memory rows `rows`, encoding only the uncached items."""
+    def get(self, unet, memory: SampleMemory, rows: torch.Tensor):
+        """`(keys, values, embeddings)` of the memory rows `rows`, encoding only the uncached items: keys and
+        values `(S, P, D)`, exemplar embeddings `(S, E)` or None for a UNet without them."""
         self._attach(memory)
         fp = self.fingerprint(unet)
         if fp != self._fingerprint:
@@ -107,18 +108,20 @@ class SupportFeatureCache:
                 images = images_to_model_input(memory.values[torch.tensor(chunk, device=memory.device)], unet)
                 feats = unet.encode_support(images, torch.zeros(len(chunk), dtype=torch.long))
                 for k, row in enumerate(chunk):
-                    self._entries[all_ids[row]] = (feats.keys[k].clone(), feats.values[k].clone())
+                    embedding = None if feats.embeddings is None else feats.embeddings[k].clone()
+                    self._entries[all_ids[row]] = (feats.keys[k].clone(), feats.values[k].clone(), embedding)
         if not ids:
             p, d = unet.num_patches, unet.config.relation_dim
             z = torch.zeros(0, p, d, device=unet.device, dtype=unet.dtype)
-            return z, z
+            return z, z, None
         keys = torch.stack([self._entries[i][0] for i in ids])
         values = torch.stack([self._entries[i][1] for i in ids])
+        embeddings = None if self._entries[ids[0]][2] is None else torch.stack([self._entries[i][2] for i in ids])
         for i in ids:
             self._entries.move_to_end(i)
         while len(self._entries) > max(self.max_items, len(set(ids))):
             self._entries.popitem(last=False)
-        return keys, values
+        return keys, values, embeddings
 
 
 def images_to_model_input(images: torch.Tensor, unet) -> torch.Tensor:
