@@ -6,6 +6,7 @@ Everything runs the `tiny` preset on small synthetic uint8 images (8x8, three cl
 import argparse
 import glob
 import json
+import math
 import os
 import shutil
 import warnings
@@ -622,3 +623,17 @@ def test_memory_derived_class_embedding_reads_only_the_label_matched_support():
         unet.support_embedding[-1].weight.mul_(3)
         torch.testing.assert_close(eps(images, labels, dropped), before)
         assert (eps(images, labels) - base).abs().max() > 1e-3  # ...while the conditional branch moves
+
+
+def test_exemplar_loss_is_prototypical_cross_entropy_and_skips_labels_without_support():
+    from spm_hf.generation.training import exemplar_loss
+
+    support = torch.tensor([0.0, 0.0, 2.0]).reshape(3, 1, 1, 1)
+    support_labels = torch.tensor([5, 5, 9])  # permuted labels need not be 0..L-1
+    queries = torch.tensor([0.0, 2.0, 1.0]).reshape(3, 1, 1, 1)
+    query_labels = torch.tensor([5, 9, 7])  # 7 has no support item: skipped
+    loss = exemplar_loss(torch.nn.Flatten(), queries, query_labels, support, support_labels)
+    # each kept query sits on its own prototype, 2 away from the other: CE = log(1 + e^-4)
+    assert loss.item() == pytest.approx(math.log1p(math.exp(-4.0)), abs=1e-6)
+    swapped = exemplar_loss(torch.nn.Flatten(), queries, torch.tensor([9, 5, 7]), support, support_labels)
+    assert swapped.item() == pytest.approx(4.0 + math.log1p(math.exp(-4.0)), abs=1e-5)
