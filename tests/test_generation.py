@@ -599,9 +599,10 @@ def test_memory_derived_class_embedding_reads_only_the_label_matched_support():
     labels = torch.tensor([0, 0, 1, 1, 2, 2])
     support = unet.encode_support(images, labels)
     proto = unet.support_prototypes(torch.tensor([1, 2]), support, torch.float32)
-    emb = support.embeddings
+    emb = torch.nn.functional.normalize(support.embeddings, dim=-1)
     assert emb.shape == (6, unet.support_embedding[-1].in_features)
-    torch.testing.assert_close(proto, torch.stack([emb[2:4].mean(0), emb[4:6].mean(0)]))
+    expected = torch.nn.functional.normalize(torch.stack([emb[2:4].mean(0), emb[4:6].mean(0)]), dim=-1)
+    torch.testing.assert_close(proto, expected * math.sqrt(emb.shape[1]))
     x = torch.randn(1, 3, 8, 8)
     t = torch.tensor([500])
 
@@ -626,14 +627,16 @@ def test_memory_derived_class_embedding_reads_only_the_label_matched_support():
 
 
 def test_exemplar_loss_is_prototypical_cross_entropy_and_skips_labels_without_support():
-    from spm_hf.generation.training import exemplar_loss
+    from spm_hf.generation.training import EXEMPLAR_LOGIT_SCALE, exemplar_loss
 
-    support = torch.tensor([0.0, 0.0, 2.0]).reshape(3, 1, 1, 1)
+    # 2-pixel images embedded as themselves: label 5 points along x, label 9 along y
+    support = torch.tensor([[1.0, 0.0], [3.0, 0.0], [0.0, 2.0]]).reshape(3, 2, 1, 1)
     support_labels = torch.tensor([5, 5, 9])  # permuted labels need not be 0..L-1
-    queries = torch.tensor([0.0, 2.0, 1.0]).reshape(3, 1, 1, 1)
+    queries = torch.tensor([[2.0, 0.0], [0.0, 5.0], [1.0, 1.0]]).reshape(3, 2, 1, 1)
     query_labels = torch.tensor([5, 9, 7])  # 7 has no support item: skipped
     loss = exemplar_loss(torch.nn.Flatten(), queries, query_labels, support, support_labels)
-    # each kept query sits on its own prototype, 2 away from the other: CE = log(1 + e^-4)
-    assert loss.item() == pytest.approx(math.log1p(math.exp(-4.0)), abs=1e-6)
+    # each kept query has cosine 1 with its own prototype and 0 with the other
+    expected = math.log1p(math.exp(-EXEMPLAR_LOGIT_SCALE))
+    assert loss.item() == pytest.approx(expected, abs=1e-6)
     swapped = exemplar_loss(torch.nn.Flatten(), queries, torch.tensor([9, 5, 7]), support, support_labels)
-    assert swapped.item() == pytest.approx(4.0 + math.log1p(math.exp(-4.0)), abs=1e-5)
+    assert swapped.item() == pytest.approx(EXEMPLAR_LOGIT_SCALE + expected, abs=1e-5)
