@@ -138,7 +138,7 @@ def _is_complete(path: str) -> bool:
 def _train_spec(spec: ModelSpec, root: str, preset: str, overrides: dict | None, show_progress: bool,
                 threads: int | None = None) -> str:
     """Train one model into the cache (temporary folder, renamed when complete). Returns its path."""
-    from ..data import as_uint8_tensors, label_names, load_image_dataset
+    from ..data import label_names, load_image_dataset
     from ..training.classifier import train_classifier
 
     if threads:
@@ -150,7 +150,9 @@ def _train_spec(spec: ModelSpec, root: str, preset: str, overrides: dict | None,
     if spec.scenario is not None:
         settings = _preset(preset, overrides)
         data = load_image_dataset(settings.dataset, splits=("train",))
-        _, labels, _ = as_uint8_tensors(data["train"], limit=settings.max_train_samples)
+        train = data["train"]
+        n = len(train) if settings.max_train_samples is None else min(settings.max_train_samples, len(train))
+        labels = torch.tensor(train.select(range(n))["label"], dtype=torch.long)  # labels only: no image decoding
         exclude = SCENARIOS[spec.scenario].forget_indices(labels, label_names(data)).tolist()
     tmp = f"{final}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -234,8 +236,8 @@ class _Splits:
 
 
 def _row(method: str, family: str, logp, splits: _Splits, oracle_logp, oracle_metrics, seconds: float,
-         **extra) -> dict:
-    metrics = splits.metrics(logp)
+         metrics: dict | None = None, **extra) -> dict:
+    metrics = splits.metrics(logp) if metrics is None else metrics
     row = {"method": method, "family": family, **{k: round(v, 2) for k, v in metrics.items()},
            "seconds": seconds, **extra}
     if oracle_logp is not None:
@@ -309,7 +311,8 @@ def run_scenario(preset: str, scenario_name: str, output_dir: str, cache_dir: st
         oracle_metrics = {f: pool.submit(splits.metrics, logp) for f, logp in oracles.items()}
         oracle_metrics = {f: m.result() for f, m in oracle_metrics.items()}
         futures = [pool.submit(_row, method, family, logp, splits, oracles[family], oracle_metrics[family], seconds,
-                               **extra) for method, family, logp, seconds, extra in pending]
+                               metrics=oracle_metrics[family] if logp is oracles[family] else None, **extra)
+                   for method, family, logp, seconds, extra in pending]
         rows = [f.result() for f in futures]
 
     report = {
