@@ -473,8 +473,13 @@ def test_evaluate_generator_report_and_grids(tmp_path):
     assert report["receipt"]["removed_per_class"]["cat"] == 3 == report["receipt"]["num_removed"]
     for key in ("fid_r", "fid_o"):
         assert np.isfinite(report["after"][key])
-    # same weights, same remaining memory: the unlearned model generates the forgotten class as the oracle
+    # same weights, same remaining memory: the unlearned model generates the forgotten class as the oracle,
+    # and the kept classes too (the same seeds), so its judge accuracy and FID_R equal the oracle's
     assert report["after"]["fid_o"] == pytest.approx(0.0, abs=1e-6)
+    assert report["retrained"]["judge_accuracy"] == report["after"]["judge_accuracy"]
+    assert report["retrained"]["fid_r"] == pytest.approx(report["after"]["fid_r"], abs=1e-9)
+    before_kept = [v for k, v in report["before"]["judge_accuracy"].items() if k != "cat"]
+    assert report["before"]["judge_accuracy_remaining_mean"] == pytest.approx(np.mean(before_kept))
     assert json.load(open(tmp_path / "eval" / "report.json"))["forget_classes"] == ["cat"]
 
 
@@ -496,10 +501,11 @@ def test_fid_from_saved_images_equals_in_process_fid(tmp_path):
         assert list(saved["label_names"]) == NAMES and saved["before_images"].dtype == np.uint8
         assert saved["before_images"].shape == (12, 3, 8, 8)
         assert saved["after_labels"].tolist() == [0] * 4 + [1] * 4 + [2] * 4
-        assert saved["retrained_labels"].tolist() == [1] * 4
+        assert saved["retrained_labels"].tolist() == [0] * 4 + [1] * 4 + [2] * 4  # every class, for FID_R
     assert not glob.glob(str(tmp_path / "a" / "*.tmp"))
-    assert report["fid_samples"] == {"fid": {"fake": 12, "real": N}, "fid_r": {"fake": 8, "real": 32},
-                                     "fid_o": {"unlearned": 4, "retrained": 4}}
+    kept = {"fake": 8, "real": 32}
+    assert report["fid_samples"] == {"fid": {"fake": 12, "real": N}, "fid_r_before": kept, "fid_r": kept,
+                                     "fid_r_retrained": kept, "fid_o": {"unlearned": 4, "retrained": 4}}
 
     # no FID in process (a machine without Inception weights), then FID from the saved images
     pipe, oracle = make_pipe(unet=unet), make_pipe(oracle.memory, unet)
@@ -507,7 +513,8 @@ def test_fid_from_saved_images_equals_in_process_fid(tmp_path):
                                **kwargs)
     assert "fid" not in plain["before"] and "fid_samples" not in plain
     later = fid_from_images(str(tmp_path / "b"), real_images=(images, labels), fid_extractor=_TinyFeatures())
-    for section, key in (("before", "fid"), ("after", "fid_r"), ("after", "fid_o")):
+    for section, key in (("before", "fid"), ("before", "fid_r"), ("after", "fid_r"), ("after", "fid_o"),
+                         ("retrained", "fid_r")):
         assert later[section][key] == report[section][key], key  # exactly
     assert later["fid_samples"] == report["fid_samples"]
     assert json.load(open(tmp_path / "b" / "report.json"))["after"]["fid_o"] == later["after"]["fid_o"]

@@ -403,6 +403,22 @@ def test_generator_card_and_space_card_validate(tmp_path):
     assert errors == []
 
 
+def test_generator_card_metrics_name_how_the_images_were_sampled():
+    """A judge accuracy at guidance 15 is not one at guidance 1.3: the card's metric names carry the settings."""
+    from spm_hf.hub import generator_card
+
+    pipe = make_generator()
+    report = {"settings": {"guidance_scale": 15.0, "num_inference_steps": 50, "samples_per_class": 50},
+              "before": {"fid": 80.25, "judge_accuracy_mean": 42.5}}
+    card = generator_card(pipe, eval_report=report, training_config={"preset": "cifar10-cpu", "dataset": "cifar10"})
+    assert "guidance 15.0, steps 50, images per class 50" in card.text  # the table too
+    results = {r.metric_name: r.metric_value for r in card.data.eval_results}
+    sampled = "(guidance 15.0, steps 50, images per class 50)"
+    assert results == {f"FID (generated vs real test images) {sampled}": 80.25,
+                       f"judge accuracy (%), mean over classes {sampled}": 42.5}
+    assert not validate_card_metadata(str(card), "model")[0]
+
+
 def test_fake_hub_rejects_invalid_card_metadata():
     bad = "---\nlicense: not-a-licence\nmodel-index:\n- name: x\n  results:\n  - task: {type: image-classification}\n" \
           "    dataset: {type: d, name: D}\n    metrics: [{type: accuracy}]\n---\n# x\n"

@@ -373,6 +373,11 @@ def generator_card(pipe, *, training_config: dict | None = None, eval_report: di
         receipt = eval_report.get("receipt") or {}
         before_digest = receipt.get("digest_before") or (memory.digest() if not memory.ledger else None)
         before, after = eval_report.get("before") or {}, eval_report.get("after") or {}
+        settings = eval_report.get("settings") or {}
+        # every number depends on how the images were sampled (guidance trades diversity for class fidelity)
+        sampled = ", ".join(f"{label} {settings[k]}" for k, label in (
+            ("guidance_scale", "guidance"), ("num_inference_steps", "steps"),
+            ("samples_per_class", "images per class")) if settings.get(k) is not None)
         for key, name, value, digest in (
             ("fid", "FID (generated vs real test images)", before.get("fid"), before_digest),
             ("judge_accuracy", "judge accuracy (%), mean over classes", before.get("judge_accuracy_mean"), before_digest),
@@ -382,6 +387,7 @@ def generator_card(pipe, *, training_config: dict | None = None, eval_report: di
              after.get("judge_accuracy_remaining_mean"), receipt.get("digest_after")),
         ):
             if value is not None:
+                name = f"{name} ({sampled})" if sampled else name
                 metrics.append({"type": key, "name": name, "value": round(float(value), 3), "split": "test",
                                 "memory_digest": digest, "dataset": dataset})
     for m in metrics:

