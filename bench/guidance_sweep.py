@@ -95,7 +95,7 @@ def main() -> None:
     for scale in args.scales:
         start = time.perf_counter()
         images = generate_per_class(pipe, range(len(names)), args.samples_per_class, args.steps, scale,
-                                    args.support_size, args.seed)
+                                    args.support_size, args.seed, desc=f"guidance {scale}")
         seconds = time.perf_counter() - start
         acc = {names[c]: float((judge.predict(x) == c).float().mean() * 100) for c, x in images.items()}
         row = {"guidance_scale": scale, "judge_accuracy": acc, "judge_accuracy_mean": float(np.mean(list(acc.values()))),

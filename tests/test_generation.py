@@ -452,7 +452,7 @@ class _TinyFeatures(torch.nn.Module):
         return self.conv(images.float() / 255).mean(dim=(2, 3))
 
 
-def test_evaluate_generator_report_and_grids(tmp_path):
+def test_evaluate_generator_report_and_grids(tmp_path, capsys):
     from spm_hf.generation.evaluation import evaluate_generator
 
     torch.manual_seed(0)
@@ -466,8 +466,12 @@ def test_evaluate_generator_report_and_grids(tmp_path):
                                                      [i for i, y in zip(ids, labels) if y != 3], CIFAR), unet)
     report = evaluate_generator(pipe, str(tmp_path / "eval"), forget_classes=["cat"], retrained_model=oracle,
                                 samples_per_class=3, num_inference_steps=2, support_size=2,
-                                fid_extractor=_TinyFeatures(), real_images=(images, labels))
-    assert os.path.exists(tmp_path / "eval" / "grid_before.png") and os.path.exists(tmp_path / "eval" / "grid_after.png")
+                                fid_extractor=_TinyFeatures(), real_images=(images, labels), progress=True)
+    shown = capsys.readouterr().err
+    for name in ("before", "after forgetting", "retrained"):
+        assert f"generate ({name})" in shown and "10/10" in shown
+    for grid in ("before", "after", "retrained"):
+        assert os.path.exists(tmp_path / "eval" / f"grid_{grid}.png")
     assert set(report["before"]["judge_accuracy"]) == set(CIFAR)
     assert report["after"]["ua"]["cat"] == pytest.approx(100 - report["after"]["judge_accuracy"]["cat"])
     assert report["receipt"]["removed_per_class"]["cat"] == 3 == report["receipt"]["num_removed"]

@@ -57,6 +57,7 @@ def _cmd_evaluate_generator(args) -> int:
         dataset=args.dataset,
         seed=args.seed,
         device=args.device,
+        progress=True,
     )
     print(json.dumps(report, indent=1))
     return 0

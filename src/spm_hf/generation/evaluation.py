@@ -17,7 +17,8 @@ Conventions (every share is a percentage; paper-spec §4):
 * Forgotten classes are generated under the pipeline's default policy (`forget_policy="all_remaining"`,
   support drawn from every remaining sample), with the warnings silenced and the policy recorded.
 
-Writes `report.json`, `grid_before.png`, (when forgetting) `grid_after.png`, and `images.npz`: every image
+Writes `report.json`, `grid_before.png`, (when forgetting) `grid_after.png`, (with a retrained model)
+`grid_retrained.png`, and `images.npz`: every image
 it generated (`<set>_images` (N, C, H, W) uint8, `<set>_labels`, sets `before`, `after`, `retrained`) and
 `label_names`. `fid_from_images(output_dir)` computes the FID numbers from that file later, e.g. on a
 machine that has the Inception weights when the generating one has not; both paths run `fid_scores` on the
@@ -40,12 +41,17 @@ from .training import image_grid
 
 
 def generate_per_class(pipe, classes, samples_per_class: int, num_inference_steps: int, guidance_scale: float,
-                       support_size: int | None, seed: int, batch_size: int = 50) -> dict[int, torch.Tensor]:
-    """class index -> (n, C, H, W) uint8 generated images; seeds derived from (seed, class, batch)."""
+                       support_size: int | None, seed: int, batch_size: int = 50,
+                       desc: str | None = None) -> dict[int, torch.Tensor]:
+    """class index -> (n, C, H, W) uint8 generated images; seeds derived from (seed, class, batch).
+
+    `desc`: show a progress bar (one tick per class) with this label; None: silent."""
+    from tqdm.auto import tqdm
+
     out = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ForgottenClassWarning)
-        for c in classes:
+        for c in tqdm(list(classes), desc=desc, unit="class", disable=desc is None):
             chunks = []
             for k, start in enumerate(range(0, samples_per_class, batch_size)):
                 n = min(batch_size, samples_per_class - start)
@@ -218,12 +224,14 @@ def evaluate_generator(
     fid_extractor=None,
     real_images: tuple[torch.Tensor, torch.Tensor] | None = None,
     device: str | None = None,
+    progress: bool = False,
 ) -> dict:
     """Evaluate a generator before and after forgetting `forget_classes`; returns (and saves) the report.
 
     A pipeline object passed as `model` is modified (its memory forgets `forget_classes`); a path is loaded.
     `judge`: the CIFAR ResNet safetensors (default for CIFAR-10 generators) or a saved SPM classifier folder.
     `fid_extractor` replaces the Inception network (tests), `real_images` the real (images, labels) set.
+    `progress`: a progress bar per generated set (one tick per class); the CLI turns it on.
     """
     from ..evaluation.judge import JUDGE_CLASSES, open_judge
 
@@ -269,9 +277,12 @@ def evaluate_generator(
     def judge_acc(images: dict[int, torch.Tensor]) -> dict[str, float]:
         return {names[c]: float((judge_model.predict(imgs) == c).float().mean() * 100) for c, imgs in images.items()}
 
+    def bar(name: str) -> str | None:
+        return f"generate ({name})" if progress else None
+
     timings = {}
     start = time.perf_counter()
-    before = generate_per_class(pipe, classes, **gen_kwargs)
+    before = generate_per_class(pipe, classes, **gen_kwargs, desc=bar("before"))
     timings["generate_before_s"] = time.perf_counter() - start
     _grid(before, grid_per_class).save(os.path.join(output_dir, "grid_before.png"))
     generated = {"before": before}
@@ -285,7 +296,7 @@ def evaluate_generator(
         receipt = pipe.forget(classes=forget_idx)
         report["receipt"] = receipt.to_dict()
         start = time.perf_counter()
-        after = generate_per_class(pipe, classes, **gen_kwargs)
+        after = generate_per_class(pipe, classes, **gen_kwargs, desc=bar("after forgetting"))
         timings["generate_after_s"] = time.perf_counter() - start
         _grid(after, grid_per_class).save(os.path.join(output_dir, "grid_after.png"))
         generated["after"] = after
@@ -309,8 +320,10 @@ def evaluate_generator(
             # every class, not only the forgotten ones: the kept classes give the retrained judge accuracy
             # and FID_R that "after" is compared with
             start = time.perf_counter()
-            generated["retrained"] = generate_per_class(oracle, classes, **gen_kwargs)
+            generated["retrained"] = generate_per_class(oracle, classes, **gen_kwargs,
+                                                        desc=bar("retrained"))
             timings["generate_retrained_s"] = time.perf_counter() - start
+            _grid(generated["retrained"], grid_per_class).save(os.path.join(output_dir, "grid_retrained.png"))
             report["retrained"] = {"model": retrained_model if isinstance(retrained_model, str) else "<in memory>"}
             if judge_model is not None:
                 acc = judge_acc(generated["retrained"])
