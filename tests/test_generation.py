@@ -130,6 +130,16 @@ def test_tiny_end_to_end(trained_dir, tmp_path):
         generate(pipe, labels=("bee",), strict=True)
     with pytest.raises(UnknownClassError, match="valid names"):
         generate(pipe, labels=("horse",))
+    # the default policy reads no support for a forgotten class; "all_remaining" reads every remaining sample
+    with pytest.warns(ForgottenClassWarning, match="without support"):
+        default = generate(pipe, labels=("bee",), seed=3)
+    with pytest.warns(ForgottenClassWarning, match="without support"):
+        empty = generate(pipe, labels=("bee",), seed=3, forget_policy="empty")
+    with pytest.warns(ForgottenClassWarning, match="all remaining samples"):
+        remaining = generate(pipe, labels=("bee",), seed=3, forget_policy="all_remaining")
+    assert np.array_equal(default, empty) and not np.allclose(default, remaining)
+    with pytest.raises(ValueError, match="forget_policy must be one of"):
+        generate(pipe, labels=("bee",), forget_policy="substitute")
     # a kept class is unaffected by generating alongside a forgotten one (no cross-query leakage)
     with pytest.warns(ForgottenClassWarning):
         mixed = generate(pipe, labels=("ant", "bee"), seed=5)

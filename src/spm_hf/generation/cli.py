@@ -58,6 +58,7 @@ def _cmd_evaluate_generator(args) -> int:
         seed=args.seed,
         device=args.device,
         progress=True,
+        forget_policy=args.forget_policy,
     )
     print(json.dumps(report, indent=1))
     return 0
@@ -98,6 +99,8 @@ def add_generator_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=50, help="DDIM steps")
     p.add_argument("--guidance-scale", type=float, default=1.3)
     p.add_argument("--support-size", type=int, default=50, help="support items per class (the paper: 50)")
+    p.add_argument("--forget-policy", choices=("empty", "all_remaining"), default="empty",
+                   help="what a forgotten class reads: no support (default) or every remaining sample")
     p.add_argument("--judge", default=None, help="judge safetensors (default: ../shared/models/cifar10-resnet-judge/"
                    "resnet56) or a saved SPM classifier folder (e.g. train-classifier --preset mnist)")
     p.add_argument("--no-fid", action="store_true")

