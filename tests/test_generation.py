@@ -27,6 +27,7 @@ from spm_hf.generation import (
     train_generator,
 )
 from spm_hf.generation.cli import add_generator_commands
+from spm_hf.generation.pipeline_spm import FORGET_POLICIES
 from spm_hf.generation.training import latest_checkpoint
 from spm_hf.memory import (
     ForgetRequestError,
@@ -539,6 +540,12 @@ def test_fid_from_saved_images_equals_in_process_fid(tmp_path):
     parser = argparse.ArgumentParser(prog="spm-hf")
     add_generator_commands(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["evaluate-generator", "--fid-from", str(tmp_path / "a")])
+    policy_flag = next(a for a in parser._subparsers._group_actions[0].choices["evaluate-generator"]._actions
+                       if a.dest == "forget_policy")
+    assert tuple(policy_flag.choices) == FORGET_POLICIES and policy_flag.default == FORGET_POLICIES[0]
+    with pytest.raises(ValueError, match="forget_policy must be one of"):
+        evaluate_generator(pipe, str(tmp_path / "c"), forget_policy="substitute", **kwargs)
+    assert not os.path.exists(tmp_path / "c" / "images.npz")  # refused before generating anything
     assert args.fid_from == str(tmp_path / "a") and args.model is None
     with pytest.raises(SystemExit, match="--model"):
         args.func(parser.parse_args(["evaluate-generator", "--output-dir", "o"]))

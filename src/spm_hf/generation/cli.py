@@ -99,6 +99,8 @@ def add_generator_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=50, help="DDIM steps")
     p.add_argument("--guidance-scale", type=float, default=1.3)
     p.add_argument("--support-size", type=int, default=50, help="support items per class (the paper: 50)")
+    # the names of pipeline_spm.FORGET_POLICIES, spelled out so that parsing does not import diffusers (a test
+    # keeps them equal)
     p.add_argument("--forget-policy", choices=("empty", "all_remaining"), default="empty",
                    help="what a forgotten class reads: no support (default) or every remaining sample")
     p.add_argument("--judge", default=None, help="judge safetensors (default: ../shared/models/cifar10-resnet-judge/"

@@ -37,7 +37,7 @@ import warnings
 import numpy as np
 import torch
 
-from .pipeline_spm import FORGET_POLICIES, ForgottenClassWarning, SPMDiffusionPipeline
+from .pipeline_spm import ForgottenClassWarning, SPMDiffusionPipeline, check_forget_policy
 from .training import image_grid
 
 
@@ -247,8 +247,7 @@ def evaluate_generator(
     names = pipe.label_names
     classes = list(range(len(names)))
     forget_idx = sorted({pipe.memory.class_index(c) for c in forget_classes})
-    if forget_policy not in FORGET_POLICIES:
-        raise ValueError(f"forget_policy must be one of {FORGET_POLICIES}, got {forget_policy!r}")
+    check_forget_policy(forget_policy)  # before anything is generated
     gen_kwargs = dict(samples_per_class=samples_per_class, num_inference_steps=num_inference_steps,
                       guidance_scale=guidance_scale, support_size=support_size, seed=seed,
                       forget_policy=forget_policy)

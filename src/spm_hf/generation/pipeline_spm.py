@@ -69,6 +69,12 @@ from .unet_spm import SPMUNet2DModel, SupportFeatures
 FORGET_POLICIES = ("empty", "all_remaining")
 
 
+def check_forget_policy(forget_policy: str) -> None:
+    """Raise `ValueError` unless `forget_policy` is one of `FORGET_POLICIES`."""
+    if forget_policy not in FORGET_POLICIES:
+        raise ValueError(f"forget_policy must be one of {FORGET_POLICIES}, got {forget_policy!r}")
+
+
 class ForgottenClassError(ValueError):
     """A class was requested with `strict=True` but no sample of it remains in the memory."""
 
@@ -316,8 +322,7 @@ class SPMDiffusionPipeline(DiffusionPipeline):
                 (support drawn from every remaining sample); see the module docstring.
             use_support_cache: reuse cached support features (False: recompute every step, per branch).
         """
-        if forget_policy not in FORGET_POLICIES:
-            raise ValueError(f"forget_policy must be one of {FORGET_POLICIES}, got {forget_policy!r}")
+        check_forget_policy(forget_policy)
         if output_type not in ("pil", "np", "pt"):
             raise ValueError(f"output_type must be 'pil', 'np' or 'pt', got {output_type!r}")
         if isinstance(class_labels, (str, int)):
