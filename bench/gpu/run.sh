@@ -16,6 +16,9 @@ PAPER_MINUTES=${PAPER_MINUTES:-4}
 DEADLINE=${DEADLINE:-500}
 SAMPLES=${SAMPLES:-200}
 PY=${PY:-python3 -m spm_hf.cli}
+# CPU threads per generator process: left unset, each of the three generator trainings took all 16 cores'
+# threads next to 10 benchmark workers, and they crawled (446 steps in 5 minutes in the first GPU run).
+GEN_THREADS=${GEN_THREADS:-2}
 T0=$(date +%s)
 stamp() { echo "[$(( $(date +%s) - T0 )) s] $*"; }
 
@@ -24,13 +27,13 @@ main() {
   # Decode the parquet files into the datasets cache once, before a dozen processes want it at the same time.
   python3 -c "from spm_hf.data import load_image_dataset; load_image_dataset('cifar10')" > "$W/warm.log" 2>&1
   stamp "data cached"
-  $PY train-generator --preset cifar10-cpu --output-dir "$W/gen-c10" --max-minutes 5 --no-progress \
+  OMP_NUM_THREADS=$GEN_THREADS $PY train-generator --preset cifar10-cpu --output-dir "$W/gen-c10" --max-minutes 5 --no-progress \
       > "$W/gen-c10.log" 2>&1 &
   G1=$!
-  $PY train-generator --preset cifar10-cpu --exclude-classes cat --output-dir "$W/gen-c10-nocat" --max-minutes 5 \
+  OMP_NUM_THREADS=$GEN_THREADS $PY train-generator --preset cifar10-cpu --exclude-classes cat --output-dir "$W/gen-c10-nocat" --max-minutes 5 \
       --no-progress > "$W/gen-c10-nocat.log" 2>&1 &
   G2=$!
-  $PY train-generator --preset cifar10-paper --output-dir "$W/gen-paper" --max-minutes "$PAPER_MINUTES" \
+  OMP_NUM_THREADS=$GEN_THREADS $PY train-generator --preset cifar10-paper --output-dir "$W/gen-paper" --max-minutes "$PAPER_MINUTES" \
       --warmup-steps 500 --eval-every 0 --checkpoint-every 0 --no-progress \
       > "$W/gen-paper.log" 2>&1 &
   G3=$!
@@ -46,12 +49,12 @@ main() {
       --output-dir "$W/bench" --workers 8 --no-progress > "$W/bench-more.log" 2>&1 &
   wait $G1 $G2
   stamp "cifar10-cpu generators trained"
-  $PY evaluate-generator --model "$W/gen-c10" --output-dir "$W/eval-c10" --forget cat \
+  OMP_NUM_THREADS=$GEN_THREADS $PY evaluate-generator --model "$W/gen-c10" --output-dir "$W/eval-c10" --forget cat \
       --retrained-model "$W/gen-c10-nocat" --samples-per-class "$SAMPLES" --no-fid > "$W/eval-c10.log" 2>&1
   stamp "cifar10-cpu evaluated"
   wait $G3
   stamp "cifar10-paper generator trained"
-  $PY evaluate-generator --model "$W/gen-paper" --output-dir "$W/eval-paper" --samples-per-class "$SAMPLES" \
+  OMP_NUM_THREADS=$GEN_THREADS $PY evaluate-generator --model "$W/gen-paper" --output-dir "$W/eval-paper" --samples-per-class "$SAMPLES" \
       --no-fid > "$W/eval-paper.log" 2>&1
   stamp "cifar10-paper evaluated"
   wait
