@@ -41,7 +41,7 @@ from safetensors.torch import load_file, save_file
 
 from ..training.episodic import EpisodicSupportSampler
 from .memory_component import ImageSampleMemory
-from .unet_spm import UNET_PRESETS, SPMUNet2DModel
+from .unet_spm import UNET_PRESETS, SPMUNet2DModel, label_directions
 
 
 @dataclass
@@ -270,9 +270,8 @@ def exemplar_loss(encoder, queries, query_labels, support, support_labels) -> to
     directly. Queries whose label has no support item are skipped.
     """
     labels = torch.unique(support_labels)
-    s_emb, q_emb = F.normalize(encoder(support), dim=-1), F.normalize(encoder(queries), dim=-1)  # (S, E), (B, E)
-    match = (support_labels[None, :] == labels[:, None]).to(s_emb.dtype)  # (L, S)
-    prototypes = F.normalize(match @ s_emb, dim=-1)  # the directions the UNet reads (`support_prototypes`)
+    s_emb, q_emb = encoder(support), F.normalize(encoder(queries), dim=-1)  # (S, E), (B, E)
+    prototypes = label_directions(labels, support_labels, s_emb)  # (L, E): the directions the UNet reads
     keep = torch.isin(query_labels, labels)
     if not keep.any():
         return s_emb.sum() * 0.0

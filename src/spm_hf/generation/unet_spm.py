@@ -133,6 +133,15 @@ UNET_PRESETS: dict[str, dict] = {
 }
 
 
+def label_directions(labels: torch.Tensor, support_labels: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
+    """(L,) labels, (S,) support labels, (S, E) exemplar embeddings -> (L, E): the unit direction of the mean unit
+    embedding of the support items carrying each label; zeros where none does. What the UNet is conditioned on
+    (`SPMUNet2DModel.support_prototypes`) and what the exemplar loss trains the encoder for."""
+    match = (labels[:, None] == support_labels[None, :]).to(embeddings.dtype)  # (L, S)
+    mean = match @ F.normalize(embeddings, dim=-1) / match.sum(dim=1, keepdim=True).clamp_min(1)
+    return F.normalize(mean, dim=-1)
+
+
 @dataclass
 class SPMUNet2DOutput(BaseOutput):
     """`sample`: (B, C, H, W) predicted noise for the queries."""
@@ -505,11 +514,10 @@ class SPMUNet2DModel(ModelMixin, ConfigMixin):
             return torch.zeros(labels.shape[0], width, device=labels.device, dtype=dtype)
         if support.embeddings is None:
             raise ValueError("this UNet conditions on exemplar embeddings: build the support with encode_support")
-        match = (labels[:, None] == support.labels.to(labels.device)[None, :]).to(dtype)  # (B, S)
-        mean = match @ F.normalize(support.embeddings.to(dtype), dim=-1) / match.sum(dim=1, keepdim=True).clamp_min(1)
+        directions = label_directions(labels, support.labels.to(labels.device), support.embeddings.to(dtype))
         # Unit directions scaled to norm sqrt(E): the class is in the direction (every exemplar embedding also
         # shares a large common component, which unnormalised made classes differ by ~6 % of the norm).
-        return F.normalize(mean, dim=-1) * math.sqrt(mean.shape[-1])
+        return directions * math.sqrt(directions.shape[-1])
 
     # ------------------------------------------------------------------ forward
     def forward(
