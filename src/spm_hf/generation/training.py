@@ -85,13 +85,14 @@ class GeneratorTrainingConfig:
 TRAIN_PRESETS: dict[str, dict] = {
     "tiny": dict(batch_size=8, support_size=8, max_steps=4, learning_rate=1e-3, samples_per_class=2, sample_steps=4,
                  sample_support_size=8, log_every=1, exemplar_loss_weight=0.1),
-    # Measured on the 2-core CPU box with one torch thread (OMP_NUM_THREADS=1; two threads on a shared box were
-    # ~10x slower): mnist-cpu 0.13 s per step (4,000 steps ~ 9 min), cifar10-cpu 0.78 s per step (4,000 steps
-    # ~ 52 min; `max_minutes=60` stops and saves whatever happens).
+    # Measured on the 2-core CPU box: mnist-cpu 0.13 s per step with one torch thread (4,000 steps ~ 9 min).
+    # cifar10-cpu: 0.51 s per step with two threads and the box to itself (60 minutes = 6,987 steps), 0.9 s
+    # per step with one thread beside another job (3,984 steps); two jobs of two threads each on the two cores
+    # were ~10x slower. `max_minutes=60` stops and saves first on this box; `max_steps` bounds faster machines.
     "mnist-cpu": dict(dataset="mnist", batch_size=32, support_size=32, max_steps=4000, learning_rate=2e-3,
                       warmup_steps=100, eval_every=500, checkpoint_every=500, samples_per_class=8, sample_steps=25,
                       exemplar_loss_weight=0.1),
-    "cifar10-cpu": dict(dataset="cifar10", batch_size=32, support_size=32, max_steps=4000, max_minutes=60,
+    "cifar10-cpu": dict(dataset="cifar10", batch_size=32, support_size=32, max_steps=8000, max_minutes=60,
                         learning_rate=1e-3, warmup_steps=200, hflip=True, eval_every=1000, checkpoint_every=500,
                         samples_per_class=8, sample_steps=25, exemplar_loss_weight=0.1),
     # The paper: 2,000 epochs of 50k / 256 (196 steps), 100 warm-up epochs, EMA 0.9993, validation grids
