@@ -19,6 +19,7 @@ import shutil
 import sys
 import time
 
+from spm_hf.files import write_json
 
 CHROMIUM_CANDIDATES = ("chromium", "chromium-browser", "google-chrome")
 # Chromium runs as root in CI containers (no sandbox there) and /dev/shm is small in containers.
@@ -120,8 +121,7 @@ def main(argv=None) -> int:
     }
     print(json.dumps(report, indent=1))
     if args.report:
-        with open(args.report, "w") as f:
-            json.dump(report, f, indent=1)
+        write_json(args.report, report)
     return 0
 
 

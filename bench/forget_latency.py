@@ -46,6 +46,8 @@ import torch
 
 from spm_hf import SPMConfig, SPMForImageClassification
 from spm_hf.baselines import ParametricForImageClassification
+from spm_hf.files import write_atomic
+from spm_hf.files import write_json as write_json_file
 from spm_hf.memory import SampleMemory
 from spm_hf.modeling_spm import neighbourhood_prototypes
 
@@ -663,11 +665,9 @@ def write_report(results: dict, out: str, write_json: bool) -> None:
     md_path = os.path.join(out, "forget_latency.md")
     json_path = os.path.join(out, "forget_latency.json")
     png_path = os.path.join(out, "forget_latency.png")
-    with open(md_path, "w", encoding="utf-8") as f:
-        f.write(md + "\n")
+    write_atomic(md_path, md + "\n")
     if write_json:
-        with open(json_path, "w", encoding="utf-8") as f:
-            json.dump(results, f, indent=1)
+        write_json_file(json_path, results)
     plot(results, png_path)
     log("")
     log(md)

@@ -7,19 +7,21 @@ images equal its `after` / `retrained` sets for that class). Prints a table, wri
 MNIST: `--judge outputs/mnist-judge` (an SPM classifier folder, as for `evaluate-generator`).
 
     python bench/forget_policy.py --model outputs/gen-cifar10-cpu --retrained outputs/gen-cifar10-cpu-nocat \
-        --forget cat --scales 1.3 15 --out-dir docs/bench/forget_policy
+        --forget cat --scales 1.3 15 --policies empty all_remaining --out-dir docs/bench/forget_policy
+    python bench/forget_policy.py --model outputs/gen-cifar10-cpu-7k --retrained outputs/gen-cifar10-cpu-7k-nocat \
+        --forget cat --scales 15 1.3 --samples 500 --steps 25 --seed 2 --out-dir docs/bench/forget_policy_7k
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 
 import torch
 
 from spm_hf.evaluation.judge import open_judge
+from spm_hf.files import write_json
 from spm_hf.generation import SPMDiffusionPipeline
 from spm_hf.generation.evaluation import generate_per_class
 from spm_hf.generation.pipeline_spm import FORGET_POLICIES
@@ -31,6 +33,7 @@ def main() -> None:
     parser.add_argument("--retrained", required=True, help="the same recipe trained without the class")
     parser.add_argument("--forget", default="cat", help="the class to forget (name or index)")
     parser.add_argument("--scales", type=float, nargs="+", default=[1.3, 15.0])
+    parser.add_argument("--policies", nargs="+", choices=FORGET_POLICIES, default=list(FORGET_POLICIES))
     parser.add_argument("--samples", type=int, default=50)
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--support-size", type=int, default=50)
@@ -52,7 +55,7 @@ def main() -> None:
             pipe.forget(classes=[c])
         elif pipe.memory.class_counts()[pipe.label_names[c]]:
             raise SystemExit(f"--retrained {path} holds {args.forget!r} samples: not a model retrained without it")
-        for policy in FORGET_POLICIES:
+        for policy in args.policies:
             for scale in args.scales:
                 images = generate_per_class(pipe, [c], args.samples, args.steps, scale, args.support_size, args.seed,
                                             forget_policy=policy)[c]
@@ -66,10 +69,7 @@ def main() -> None:
     os.makedirs(args.out_dir, exist_ok=True)
     result = {"settings": vars(args), "judge": judge.describe(), "rows": rows,
               "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch": torch.__version__}}
-    tmp = os.path.join(args.out_dir, "forget_policy.json.tmp")
-    with open(tmp, "w") as f:
-        json.dump(result, f, indent=1)
-    os.replace(tmp, os.path.join(args.out_dir, "forget_policy.json"))
+    write_json(os.path.join(args.out_dir, "forget_policy.json"), result)
     print(f"wrote {args.out_dir}/forget_policy.json")
 
 

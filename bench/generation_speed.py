@@ -15,13 +15,13 @@ time vs support size) to `--out-dir`, and records the machine. Run: `python benc
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
 
 import torch
 
+from spm_hf.files import write_atomic, write_json
 from spm_hf.generation import ImageSampleMemory, SPMUNet2DModel, make_pipeline
 
 
@@ -112,11 +112,10 @@ def main() -> None:
     print(table)
 
     os.makedirs(args.out_dir, exist_ok=True)
-    with open(os.path.join(args.out_dir, "generation_speed.json"), "w") as f:
-        json.dump({"machine": machine, "preset": args.preset, "steps": args.steps, "no_cache_steps": args.no_cache_steps,
-                   "seconds": {m: {str(k): v for k, v in r.items()} for m, r in results.items()}}, f, indent=1)
-    with open(os.path.join(args.out_dir, "generation_speed.md"), "w") as f:
-        f.write(table + "\n")
+    write_json(os.path.join(args.out_dir, "generation_speed.json"),
+               {"machine": machine, "preset": args.preset, "steps": args.steps, "no_cache_steps": args.no_cache_steps,
+                "seconds": {m: {str(k): v for k, v in r.items()} for m, r in results.items()}})
+    write_atomic(os.path.join(args.out_dir, "generation_speed.md"), table + "\n")
     try:
         import matplotlib
 

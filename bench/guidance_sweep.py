@@ -33,6 +33,7 @@ import torch
 from spm_hf.evaluation.judge import open_judge
 from spm_hf.generation import SPMDiffusionPipeline
 from spm_hf.evaluation.fid import extract_features, frechet_distance
+from spm_hf.files import write_json
 from spm_hf.generation.evaluation import _fid_extractor, _real_set, generate_per_class
 
 
@@ -136,10 +137,7 @@ def main() -> None:
                     "torch": torch.__version__, "torch_threads": torch.get_num_threads()},
         "rows": rows,
     }
-    tmp = os.path.join(args.out_dir, "guidance_sweep.json.tmp")
-    with open(tmp, "w") as f:
-        json.dump(result, f, indent=1)
-    os.replace(tmp, os.path.join(args.out_dir, "guidance_sweep.json"))
+    write_json(os.path.join(args.out_dir, "guidance_sweep.json"), result)
     plot(rows, names, os.path.join(args.out_dir, "guidance_sweep.png"))
     print(f"machine: {result['machine']}\nwrote {args.out_dir}/guidance_sweep.json and guidance_sweep.png")
 

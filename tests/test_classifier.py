@@ -9,7 +9,6 @@ import textwrap
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from conftest import CLASSES, make_config, make_memory
 from PIL import Image
 

@@ -16,7 +16,6 @@ import pytest
 import torch
 
 from spm_hf.generation import (
-    SupportFeatures,
     ForgottenClassError,
     ForgottenClassWarning,
     ImageSampleMemory,
@@ -131,21 +130,40 @@ def test_tiny_end_to_end(trained_dir, tmp_path):
         generate(pipe, labels=("bee",), strict=True)
     with pytest.raises(UnknownClassError, match="valid names"):
         generate(pipe, labels=("horse",))
-    # the default policy reads no support for a forgotten class; "all_remaining" reads every remaining sample
-    with pytest.warns(ForgottenClassWarning, match="without support"):
+    # the default policy reads the first remaining class's support; "empty" none; "all_remaining" every sample
+    with pytest.warns(ForgottenClassWarning, match="first class with samples left"):
         default = generate(pipe, labels=("bee",), seed=3)
+    with pytest.warns(ForgottenClassWarning, match="first class with samples left"):
+        substitute = generate(pipe, labels=("bee",), seed=3, forget_policy="substitute")
     with pytest.warns(ForgottenClassWarning, match="without support"):
         empty = generate(pipe, labels=("bee",), seed=3, forget_policy="empty")
     with pytest.warns(ForgottenClassWarning, match="all remaining samples"):
         remaining = generate(pipe, labels=("bee",), seed=3, forget_policy="all_remaining")
-    assert np.array_equal(default, empty) and not np.allclose(default, remaining)
+    assert np.array_equal(default, substitute)
+    assert not np.allclose(default, empty) and not np.allclose(default, remaining) and not np.allclose(empty, remaining)
     with pytest.raises(ValueError, match="forget_policy must be one of"):
-        generate(pipe, labels=("bee",), forget_policy="substitute")
+        generate(pipe, labels=("bee",), forget_policy="nearest")
     # a kept class is unaffected by generating alongside a forgotten one (no cross-query leakage)
     with pytest.warns(ForgottenClassWarning):
         mixed = generate(pipe, labels=("ant", "bee"), seed=5)
     alone = generate(pipe, labels=("ant",), seed=5)
     np.testing.assert_allclose(mixed[0], alone[0], atol=1e-5)
+
+
+def test_substitute_policy_reads_the_first_remaining_class_relabelled():
+    """The paper's evaluation protocol: a forgotten class reads class 0's support (class 1's when 0 is gone)."""
+    pipe = make_pipe()
+    memory_labels = pipe.memory.labels
+    pipe.forget(["bee"])
+    with pytest.warns(ForgottenClassWarning):
+        rows, labels = pipe.select_support([1], 6, seed=0, strict=False, forget_policy="substitute")
+    assert len(rows) == 6 and labels.tolist() == [1] * 6
+    assert set(pipe.memory.labels[rows].tolist()) == {0}  # ant's samples, relabelled as bee
+    pipe.forget(["ant"])
+    with pytest.warns(ForgottenClassWarning):
+        rows, labels = pipe.select_support([0, 1], None, seed=0, strict=False, forget_policy="substitute")
+    cows = int((memory_labels == 2).sum())
+    assert set(pipe.memory.labels[rows].tolist()) == {2} and sorted(labels.tolist()) == [0] * cows + [1] * cows
 
 
 def test_resume_continues_exactly(trained_dir, tmp_path):
@@ -160,6 +178,29 @@ def test_resume_continues_exactly(trained_dir, tmp_path):
     straight = load(trained_dir)
     for (name, p), q in zip(straight.unet.named_parameters(), resumed.unet.parameters()):
         torch.testing.assert_close(p, q, rtol=0, atol=1e-6, msg=name)
+
+
+def test_resume_rewinds_the_log_and_counts_earlier_time(trained_dir, tmp_path):
+    """A resumed run logs each step once, its seconds go on from the checkpoint's, and max_minutes counts them."""
+    images, labels, ids = make_data()
+    common = dict(images=images, labels=labels, ids=ids, label_names=NAMES, max_steps=4, save_pipeline=False,
+                  show_progress=False)
+    out = tmp_path / "r"
+    shutil.copytree(trained_dir, out)  # its log already holds steps 1-4
+    ckpt = out / "checkpoints" / "checkpoint-0000002"
+    meta = json.loads((ckpt / "checkpoint.json").read_text())
+    seconds_at_2 = meta["train_state"]["seconds"]
+    assert seconds_at_2 > 0
+    train_generator("tiny", str(out), resume=str(ckpt), **common)
+    records = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3, 4]
+    assert records[1]["seconds"] <= round(seconds_at_2, 2) <= records[2]["seconds"] <= records[3]["seconds"]  # logged rounded
+
+    # a checkpoint that already used an hour: a 30-minute budget stops the resumed run before any step
+    meta["train_state"]["seconds"] = 3600.0
+    (ckpt / "checkpoint.json").write_text(json.dumps(meta))
+    train_generator("tiny", str(out), resume=str(ckpt), max_minutes=30, **common)
+    assert [json.loads(line)["step"] for line in (out / "train_log.jsonl").read_text().splitlines()] == [1, 2]
 
 
 def test_save_load_gives_identical_images(tmp_path):
@@ -544,7 +585,7 @@ def test_fid_from_saved_images_equals_in_process_fid(tmp_path):
                        if a.dest == "forget_policy")
     assert tuple(policy_flag.choices) == FORGET_POLICIES and policy_flag.default == FORGET_POLICIES[0]
     with pytest.raises(ValueError, match="forget_policy must be one of"):
-        evaluate_generator(pipe, str(tmp_path / "c"), forget_policy="substitute", **kwargs)
+        evaluate_generator(pipe, str(tmp_path / "c"), forget_policy="nearest", **kwargs)
     assert not os.path.exists(tmp_path / "c" / "images.npz")  # refused before generating anything
     assert args.fid_from == str(tmp_path / "a") and args.model is None
     with pytest.raises(SystemExit, match="--model"):

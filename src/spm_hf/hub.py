@@ -41,6 +41,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .files import write_atomic
 from .memory import MEMORY_CONFIG_NAME
 
 
@@ -444,9 +445,9 @@ def space_card(*, models: list[str], title: str = "Designing to Forget: SPM unle
 
 
 def write_card(card, directory) -> str:
-    """Save `card` as `README.md` in `directory`; returns the path."""
+    """Save `card` as `README.md` in `directory` (atomically, as `RepoCard.save` writes it); returns the path."""
     path = os.path.join(os.fspath(directory), CARD_NAME)
-    card.save(path)
+    write_atomic(path, str(card))
     return path
 
 

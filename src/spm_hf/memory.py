@@ -45,6 +45,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .files import write_json
+
 
 MEMORY_WEIGHTS_NAME = "sample_memory.safetensors"
 MEMORY_CONFIG_NAME = "sample_memory.json"
@@ -90,21 +92,6 @@ class MemoryIntegrityError(MemoryError_, ValueError):
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _atomic_write_bytes(path: str, data: bytes) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _sha256_file(path: str) -> str:
@@ -692,7 +679,7 @@ class SampleMemory:
             if os.path.exists(tmp_weights):
                 os.unlink(tmp_weights)
             raise
-        _atomic_write_bytes(os.path.join(directory, MEMORY_CONFIG_NAME), json.dumps(meta, indent=1).encode())
+        write_json(os.path.join(directory, MEMORY_CONFIG_NAME), meta)
 
     @classmethod
     def load(cls, directory: str | os.PathLike, verify: bool = True) -> SampleMemory:

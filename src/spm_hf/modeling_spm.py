@@ -29,6 +29,7 @@ from transformers.modeling_outputs import ImageClassifierOutput
 from transformers.utils import logging
 
 from .configuration_spm import SPMConfig
+from .files import write_json
 from .image_processing_spm import images_to_tensor
 from .memory import MEMORY_CONFIG_NAME, MEMORY_WEIGHTS_NAME, MemoryShapeError, SampleMemory
 
@@ -457,7 +458,6 @@ class SPMForImageClassification(SPMPreTrainedModel):
         `self.card_info`) adds a licence, metrics or the measured gap to retraining (see
         `spm_hf.hub.classifier_card`). Returns the card's path (None if jinja2 is missing).
         """
-        import json
 
         from .hub import TRAINING_SUMMARY_NAME, classifier_card, find_sidecar, guess_repo_id, write_card
 
@@ -467,8 +467,7 @@ class SPMForImageClassification(SPMPreTrainedModel):
         )
         summary_path = os.path.join(save_directory, TRAINING_SUMMARY_NAME)
         if summary and not os.path.exists(summary_path):
-            with open(summary_path, "w", encoding="utf-8") as f:
-                json.dump(summary, f, indent=1)
+            write_json(summary_path, summary)
         card_info = card_info if card_info is not None else getattr(self, "card_info", None)
         try:
             card = classifier_card(

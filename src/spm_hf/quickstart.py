@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import time
 
 import torch
 
+from .files import write_json
 from .data import as_uint8_tensors, load_image_dataset
 from .modeling_spm import SPMForImageClassification
 from .training.classifier import evaluate_classifier, train_classifier
@@ -60,8 +60,7 @@ def quickstart(output_dir: str, preset: str = "quick", forget_class: str = "cat"
         "receipt": receipt.to_dict(),
         "total_seconds": round(time.perf_counter() - start, 1),
     }
-    with open(os.path.join(output_dir, "summary.json"), "w") as f:
-        json.dump(report, f, indent=1)
+    write_json(os.path.join(output_dir, "summary.json"), report)
     rows = [
         ("test accuracy (all 10 classes)", before["accuracy"], after["accuracy"]),
         ("test accuracy (9 retained classes)", report["retained_classes_accuracy_before"],

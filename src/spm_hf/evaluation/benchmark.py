@@ -42,6 +42,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 import torch
 
+from ..files import write_atomic
 from .metrics import avg_gap, per_split_gap, predict_logprobs, prediction_gap, unlearning_metrics
 
 # The five classes of the "five-classes" scenario: every other CIFAR-10 class (indices 0, 2, 4, 6, 8),
@@ -328,8 +329,8 @@ def run_scenario(preset: str, scenario_name: str, output_dir: str, cache_dir: st
     }
     out = os.path.join(output_dir, scenario_name)
     os.makedirs(out, exist_ok=True)
-    _write_atomic(os.path.join(out, "results.json"), json.dumps(report, indent=1))
-    _write_atomic(os.path.join(out, "results.md"), results_markdown(report))
+    write_atomic(os.path.join(out, "results.json"), json.dumps(report, indent=1))
+    write_atomic(os.path.join(out, "results.md"), results_markdown(report))
     plot_gap_vs_time(report, os.path.join(out, "gap_vs_time.png"))
     return report
 
@@ -470,13 +471,6 @@ def plot_gap_vs_time(report: dict, path: str) -> None:
     os.replace(tmp, path)
 
 
-def _write_atomic(path: str, text: str) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def _scenario_names(scenarios) -> list[str]:
     names = list(SCENARIOS) if scenarios in (None, "all", ["all"]) else list(scenarios)
     unknown = [s for s in names if s not in SCENARIOS]
@@ -507,6 +501,6 @@ def run_unlearning_benchmark(preset: str, scenarios, output_dir: str, cache_dir:
         reports[name] = run_scenario(preset, name, output_dir, cache_dir, overrides, methods, 1, device, show_progress)
         print(f"[{name}] done in {time.perf_counter() - start:.0f} s; checks: {json.dumps(reports[name]['checks'])}",
               flush=True)
-    _write_atomic(os.path.join(output_dir, "summary.md"),
+    write_atomic(os.path.join(output_dir, "summary.md"),
                   "\n".join(results_markdown(r) for r in reports.values()))
     return reports

@@ -2,6 +2,7 @@
 
 from .memory_component import ImageSampleMemory
 from .pipeline_spm import (
+    DEFAULT_FORGET_POLICY,
     FORGET_POLICIES,
     ForgottenClassError,
     ForgottenClassWarning,
@@ -15,6 +16,7 @@ from .unet_spm import UNET_PRESETS, SPMUNet2DModel, SPMUNet2DOutput, SupportFeat
 
 
 __all__ = [
+    "DEFAULT_FORGET_POLICY",
     "FORGET_POLICIES",
     "ForgottenClassError",
     "ForgottenClassWarning",

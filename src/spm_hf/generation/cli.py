@@ -71,7 +71,7 @@ def add_generator_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--output-dir", required=True)
     p.add_argument("--dataset", help="mnist | cifar10 | a local dataset folder (default: the preset's)")
     p.add_argument("--max-steps", type=int)
-    p.add_argument("--max-minutes", type=float, help="stop (and save) after this many minutes of training")
+    p.add_argument("--max-minutes", type=float, help="stop (and save) after this many minutes of training in all (a resumed run counts the time up to its checkpoint)")
     p.add_argument("--batch-size", type=int, help="queries per process and step")
     p.add_argument("--support-size", type=int, help="support images per batch")
     p.add_argument("--learning-rate", type=float)
@@ -101,8 +101,9 @@ def add_generator_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--support-size", type=int, default=50, help="support items per class (the paper: 50)")
     # the names of pipeline_spm.FORGET_POLICIES, spelled out so that parsing does not import diffusers (a test
     # keeps them equal)
-    p.add_argument("--forget-policy", choices=("empty", "all_remaining"), default="empty",
-                   help="what a forgotten class reads: no support (default) or every remaining sample")
+    p.add_argument("--forget-policy", choices=("substitute", "empty", "all_remaining"), default="substitute",
+                   help="what a forgotten class reads: the first remaining class's samples relabelled (default; "
+                   "the paper's evaluation), no support, or every remaining sample")
     p.add_argument("--judge", default=None, help="judge safetensors (default: ../shared/models/cifar10-resnet-judge/"
                    "resnet56) or a saved SPM classifier folder (e.g. train-classifier --preset mnist)")
     p.add_argument("--no-fid", action="store_true")

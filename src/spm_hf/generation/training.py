@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
+from ..files import write_atomic, write_json
 from ..training.episodic import EpisodicSupportSampler
 from .memory_component import ImageSampleMemory
 from .unet_spm import UNET_PRESETS, SPMUNet2DModel, label_directions
@@ -55,7 +56,7 @@ class GeneratorTrainingConfig:
     batch_size: int = 8
     support_size: int = 8
     max_steps: int = 4
-    max_minutes: float | None = None  # stop early (and save) after this much training wall time
+    max_minutes: float | None = None  # stop early (and save) after this much training wall time, resumes included
     learning_rate: float = 1e-3
     warmup_steps: int = 0
     adam_betas: tuple[float, float] = (0.9, 0.999)
@@ -167,6 +168,7 @@ class _TrainState:
 
     def __init__(self, n: int, seed: int, sampler: EpisodicSupportSampler):
         self.n, self.step, self.pos = n, 0, 0
+        self.seconds = 0.0  # training time before this process started (a resumed run's earlier time)
         self.data_gen = torch.Generator().manual_seed(seed)
         self.noise_gen = torch.Generator().manual_seed(seed + 1)
         self.sampler = sampler
@@ -192,12 +194,13 @@ class _TrainState:
         }
 
     def meta(self) -> dict:
-        return {"step": self.step, "pos": self.pos, "n": self.n}
+        return {"step": self.step, "pos": self.pos, "n": self.n, "seconds": self.seconds}
 
     def load(self, tensors: dict, meta: dict) -> None:
         if meta["n"] != self.n:
             raise ValueError(f"checkpoint was trained on {meta['n']} samples; this run has {self.n}")
         self.step, self.pos = meta["step"], meta["pos"]
+        self.seconds = float(meta.get("seconds", 0.0))  # older checkpoints kept no time
         self.perm = tensors["perm"]
         self.data_gen.set_state(tensors["data_gen"])
         self.noise_gen.set_state(tensors["noise_gen"])
@@ -251,6 +254,17 @@ def _load_checkpoint(path: str, unet, optimizer, ema, state: _TrainState) -> Non
             g["betas"] = tuple(g["betas"])
     optimizer.load_state_dict({"state": opt_state, "param_groups": groups})
     state.load(load_file(os.path.join(path, "train_state.safetensors")), meta["train_state"])
+
+
+def _truncate_train_log(log_path: str, step: int) -> None:
+    """Drop the log records after `step`: a resumed run redoes those steps and logs them again."""
+    if not os.path.exists(log_path):
+        return
+    with open(log_path) as f:
+        lines = [line for line in f if line.strip()]
+    kept = [line for line in lines if json.loads(line)["step"] <= step]
+    if len(kept) < len(lines):
+        write_atomic(log_path, "".join(kept))
 
 
 def latest_checkpoint(output_dir: str) -> str | None:
@@ -368,7 +382,8 @@ def train_generator(
             raise FileNotFoundError(f"resume='latest' but {output_dir}/checkpoints holds no checkpoint")
         _load_checkpoint(path, raw_unet, optimizer, ema, state)
         if is_main:
-            print(f"resumed from {path} at step {state.step}")
+            _truncate_train_log(os.path.join(output_dir, "train_log.jsonl"), state.step)
+            print(f"resumed from {path} at step {state.step} after {state.seconds / 60:.1f} minutes of training")
 
     memory = None  # the evaluation / final memory: every training image, built once, on the main process
 
@@ -399,7 +414,8 @@ def train_generator(
     world, rank = accelerator.num_processes, accelerator.process_index
     device = accelerator.device
     unet.train()
-    start_time, losses = time.perf_counter(), []
+    # Time counts across resumes: max_minutes bounds the whole training, and the log's seconds add up.
+    start_time, losses = time.perf_counter() - state.seconds, []
     from tqdm.auto import tqdm
 
     bar = tqdm(total=config.max_steps, initial=state.step, disable=not (show_progress and is_main), desc="train")
@@ -463,6 +479,7 @@ def train_generator(
         if config.checkpoint_every and state.step % config.checkpoint_every == 0:
             accelerator.wait_for_everyone()
             if is_main:
+                state.seconds = time.perf_counter() - start_time
                 ckpt_dir = os.path.join(output_dir, "checkpoints")
                 _save_checkpoint(os.path.join(ckpt_dir, f"checkpoint-{state.step:07d}"), raw_unet, optimizer,
                                  ema, state, config)
@@ -478,7 +495,6 @@ def train_generator(
             evaluate(state.step)  # a grid of the final weights, unless the loop just drew one
         if save_pipeline:
             pipe.save_pretrained(output_dir)
-            with open(os.path.join(output_dir, "training_config.json"), "w") as f:
-                json.dump(asdict(config), f, indent=1)
+            write_json(os.path.join(output_dir, "training_config.json"), asdict(config))
     accelerator.end_training()
     return pipe

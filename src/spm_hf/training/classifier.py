@@ -9,7 +9,6 @@ split (no augmentation), evaluates on the test split in both memory modes and sa
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 import time
@@ -22,6 +21,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from ..baselines.parametric import ParametricForImageClassification
 from ..configuration_spm import SPMConfig
+from ..files import write_json
 from ..data import as_uint8_tensors, label_names, load_image_dataset
 from ..image_processing_spm import CIFAR10_MEAN, CIFAR10_STD, MNIST_MEAN, MNIST_STD, make_image_processor
 from ..image_processing_spm import normalize_uint8
@@ -274,7 +274,7 @@ def train_classifier(
         summary.update(_evaluate_and_attach_memory(model, parametric, preset, data, processor, test_images, test_labels, show_progress))
     model.training_summary = summary  # the model card written by save_pretrained reads it
     os.makedirs(output_dir, exist_ok=True)
-    _write_json(os.path.join(output_dir, "training_summary.json"), summary)
+    write_json(os.path.join(output_dir, "training_summary.json"), summary)
     model.save_pretrained(output_dir)
     return summary
 
@@ -412,8 +412,3 @@ def state_dict_sha256(state_dict: dict) -> str:
     return h.hexdigest()
 
 
-def _write_json(path: str, payload: dict) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(payload, f, indent=1)
-    os.replace(tmp, path)
