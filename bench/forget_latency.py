@@ -46,7 +46,7 @@ import torch
 
 from spm_hf import SPMConfig, SPMForImageClassification
 from spm_hf.baselines import ParametricForImageClassification
-from spm_hf.files import write_atomic
+from spm_hf.files import write_atomic, write_figure
 from spm_hf.files import write_json as write_json_file
 from spm_hf.memory import SampleMemory
 from spm_hf.modeling_spm import neighbourhood_prototypes
@@ -590,7 +590,7 @@ def plot(results: dict, path: str) -> None:
     fig.suptitle(f"spm_hf SampleMemory — {m['cpu']}, {m['cpus_usable']} cores, torch {m['torch']} "
                  f"({m['torch_threads']} threads)", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    write_figure(fig, path)
     plt.close(fig)
 
 

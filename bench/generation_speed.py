@@ -21,7 +21,7 @@ import time
 
 import torch
 
-from spm_hf.files import write_atomic, write_json
+from spm_hf.files import write_atomic, write_figure, write_json
 from spm_hf.generation import ImageSampleMemory, SPMUNet2DModel, make_pipeline
 
 
@@ -134,7 +134,7 @@ def main() -> None:
         ax.set_title(f"SPM generation cost, {args.preset}, CPU")
         ax.legend()
         fig.tight_layout()
-        fig.savefig(os.path.join(args.out_dir, "generation_speed.png"), dpi=120)
+        write_figure(fig, os.path.join(args.out_dir, "generation_speed.png"))
     except ImportError:
         print("matplotlib not installed: no plot")
     print(f"\nwrote {args.out_dir}/generation_speed.{{json,md,png}}")

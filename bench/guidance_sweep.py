@@ -33,7 +33,7 @@ import torch
 from spm_hf.evaluation.judge import open_judge
 from spm_hf.generation import SPMDiffusionPipeline
 from spm_hf.evaluation.fid import extract_features, frechet_distance
-from spm_hf.files import write_json
+from spm_hf.files import write_figure, write_json
 from spm_hf.generation.evaluation import _fid_extractor, _real_set, generate_per_class
 
 
@@ -70,10 +70,8 @@ def plot(rows: list[dict], names: list[str], path: str) -> None:
     ax_acc.legend(fontsize=7, ncol=2, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     ax_fid.set(xlabel="guidance scale s", ylabel="FID (lower is better)", title="FID (few samples: biased up)")
     fig.subplots_adjust(left=0.06, right=0.97, bottom=0.13)
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=120)
+    write_figure(fig, path)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def main() -> None:

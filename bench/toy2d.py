@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from spm_hf import SampleMemory
+from spm_hf.files import write_figure
 from spm_hf.modeling_spm import PairwiseRelationFusion, class_prototypes, leave_one_out_prototypes
 
 
@@ -259,7 +260,7 @@ def plot(path, rows, results) -> None:
     fig.suptitle(f"Tiny SPM (MLP encoder + pairwise-relation fusion over class means) on 2-D points; "
                  f"decision regions on a {side}x{side} grid", fontsize=12)
     fig.tight_layout(rect=(0, 0, 1, 0.97))
-    fig.savefig(path, dpi=100)
+    write_figure(fig, path, dpi=100)
     plt.close(fig)
 
 

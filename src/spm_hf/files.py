@@ -6,9 +6,16 @@ written whole under a temporary name and renamed as one).
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
+
+
+# mkstemp creates files readable by their owner only; what we write should get the usual mode (0o666 less
+# the umask), as open(path, "w") gives. The umask can only be read by setting it: once, at import.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 
 
 def write_atomic(path: str, data: bytes | str) -> None:
@@ -25,6 +32,7 @@ def write_atomic(path: str, data: bytes | str) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -35,3 +43,13 @@ def write_atomic(path: str, data: bytes | str) -> None:
 def write_json(path: str, payload) -> None:
     """`payload` as indented JSON, written atomically."""
     write_atomic(path, json.dumps(payload, indent=1))
+
+
+def write_figure(fig, path: str, dpi: int = 120) -> None:
+    """A matplotlib figure, rendered in memory in the format `path`'s extension names, written atomically."""
+    fmt = os.path.splitext(path)[1].lstrip(".")
+    if not fmt:
+        raise ValueError(f"{path!r} has no extension to name the figure's format (e.g. {path}.png)")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=fmt, dpi=dpi)
+    write_atomic(path, buffer.getvalue())

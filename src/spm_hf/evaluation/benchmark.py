@@ -42,7 +42,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 import torch
 
-from ..files import write_atomic
+from ..files import write_atomic, write_figure
 from .metrics import avg_gap, per_split_gap, predict_logprobs, prediction_gap, unlearning_metrics
 
 # The five classes of the "five-classes" scenario: every other CIFAR-10 class (indices 0, 2, 4, 6, 8),
@@ -465,10 +465,8 @@ def plot_gap_vs_time(report: dict, path: str) -> None:
     ax.legend(loc="best", fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=120)
+    write_figure(fig, path)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def _scenario_names(scenarios) -> list[str]:

@@ -28,6 +28,7 @@ same arrays, so the numbers are equal.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import platform
@@ -37,7 +38,7 @@ import warnings
 import numpy as np
 import torch
 
-from ..files import write_json
+from ..files import write_atomic, write_json
 from .pipeline_spm import DEFAULT_FORGET_POLICY, FORGET_POLICY_TEXT, ForgottenClassWarning, SPMDiffusionPipeline, check_forget_policy
 from .training import image_grid
 
@@ -97,10 +98,9 @@ def save_images(path: str, sets: dict[str, tuple[torch.Tensor, torch.Tensor]], l
     arrays = {"label_names": np.array(label_names)}
     for name, (images, labels) in sets.items():
         arrays[f"{name}_images"], arrays[f"{name}_labels"] = images.numpy(), labels.numpy()
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-    os.replace(tmp, path)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    write_atomic(path, buffer.getvalue())
 
 
 def load_images(path: str) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], list[str]]:
