@@ -1,11 +1,13 @@
 """Atomic file writes: a reader sees the old file or the whole new one, never half of it.
 
-Every file spm_hf writes outside a checkpoint folder goes through here (checkpoint and model folders are
-written whole under a temporary name and renamed as one).
+Reports, summaries, logs, model cards, figures, the memory's files and the evaluation's images go through
+here; checkpoint folders are written whole under a temporary name and renamed as one. (Sample-grid PNGs
+are saved directly by PIL.)
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -18,26 +20,32 @@ _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
 
-def write_atomic(path: str, data: bytes | str) -> None:
-    """Write `data` to `path` through a temporary file in the same folder, then rename it over `path`.
+@contextlib.contextmanager
+def atomic_path(path: str):
+    """Yield a temporary path beside `path` for the caller to write; on success it is renamed over `path`.
 
-    The temporary name is unique (two writers never share it) and is removed if the write fails.
+    The temporary name is unique (two writers never share it) and is removed if the block fails.
     """
-    if isinstance(data, str):
-        data = data.encode()
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(os.path.abspath(path)))
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        yield tmp
         os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def write_atomic(path: str, data: bytes | str) -> None:
+    """Write `data` (str: as UTF-8) to `path` through `atomic_path`, flushed to disk before the rename."""
+    if isinstance(data, str):
+        data = data.encode()
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def write_json(path: str, payload) -> None:

@@ -34,7 +34,6 @@ import hashlib
 import json
 import os
 import secrets
-import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -45,7 +44,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .files import write_json
+from .files import atomic_path, write_json
 
 
 MEMORY_WEIGHTS_NAME = "sample_memory.safetensors"
@@ -657,9 +656,7 @@ class SampleMemory:
             "trained_on": self.trained_on.cpu().to(torch.uint8).clone(),
         }
         weights_path = os.path.join(directory, MEMORY_WEIGHTS_NAME)
-        fd, tmp_weights = tempfile.mkstemp(prefix=".tmp-", dir=directory)
-        os.close(fd)
-        try:
+        with atomic_path(weights_path) as tmp_weights:
             save_file(tensors, tmp_weights)
             weights_sha = _sha256_file(tmp_weights)
             meta = {
@@ -674,11 +671,6 @@ class SampleMemory:
                 "salt": self.salt,
                 "ledger": [{**event, "id_hashes": sorted(event.get("id_hashes", []))} for event in self.ledger],
             }
-            os.replace(tmp_weights, weights_path)
-        except BaseException:
-            if os.path.exists(tmp_weights):
-                os.unlink(tmp_weights)
-            raise
         write_json(os.path.join(directory, MEMORY_CONFIG_NAME), meta)
 
     @classmethod

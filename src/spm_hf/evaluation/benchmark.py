@@ -42,7 +42,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 import torch
 
-from ..files import write_atomic, write_figure
+from ..files import write_atomic, write_figure, write_json
 from .metrics import avg_gap, per_split_gap, predict_logprobs, prediction_gap, unlearning_metrics
 
 # The five classes of the "five-classes" scenario: every other CIFAR-10 class (indices 0, 2, 4, 6, 8),
@@ -329,7 +329,7 @@ def run_scenario(preset: str, scenario_name: str, output_dir: str, cache_dir: st
     }
     out = os.path.join(output_dir, scenario_name)
     os.makedirs(out, exist_ok=True)
-    write_atomic(os.path.join(out, "results.json"), json.dumps(report, indent=1))
+    write_json(os.path.join(out, "results.json"), report)
     write_atomic(os.path.join(out, "results.md"), results_markdown(report))
     plot_gap_vs_time(report, os.path.join(out, "gap_vs_time.png"))
     return report

