@@ -436,7 +436,7 @@ def launch_options() -> dict:
 def ensure_models(cache_dir: str, dataset: str, generator_minutes: float | None = None) -> tuple[str, str]:
     """The quick classifier and generator of `dataset` in `cache_dir`, trained there first if missing
     (resuming from their checkpoints when a run was interrupted). Returns the two folders."""
-    from spm_hf.generation.training import latest_checkpoint, train_generator
+    from spm_hf.training.generator import latest_checkpoint, train_generator
     from spm_hf.training.classifier import train_classifier
     from transformers.trainer_utils import get_last_checkpoint
 

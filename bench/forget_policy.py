@@ -23,7 +23,7 @@ import torch
 from spm_hf.evaluation.judge import open_judge
 from spm_hf.files import write_json
 from spm_hf.generation import SPMDiffusionPipeline
-from spm_hf.generation.evaluation import generate_per_class
+from spm_hf.evaluation.generator import generate_per_class
 from spm_hf.generation.pipeline_spm import FORGET_POLICIES
 
 

@@ -34,7 +34,7 @@ from spm_hf.evaluation.judge import open_judge
 from spm_hf.generation import SPMDiffusionPipeline
 from spm_hf.evaluation.fid import extract_features, frechet_distance
 from spm_hf.files import write_figure, write_json
-from spm_hf.generation.evaluation import _fid_extractor, _real_set, generate_per_class
+from spm_hf.evaluation.generator import _fid_extractor, _real_set, generate_per_class
 
 
 def plot(rows: list[dict], names: list[str], path: str) -> None:

@@ -243,7 +243,7 @@ def test_spm_hf_app_trains_the_quick_presets_only_when_missing(tmp_path, monkeyp
         Path(output_dir, "model_index.json").write_text("{}")
 
     monkeypatch.setattr("spm_hf.training.classifier.train_classifier", fake_classifier)
-    monkeypatch.setattr("spm_hf.generation.training.train_generator", fake_generator)
+    monkeypatch.setattr("spm_hf.training.generator.train_generator", fake_generator)
     folders = app.ensure_models(str(tmp_path), "cifar10", generator_minutes=5)
     assert folders == (str(tmp_path / "cifar10-classifier"), str(tmp_path / "cifar10-generator"))
     assert calls == [("classifier", "quick", {"dataset": "cifar10", "resume": False}),

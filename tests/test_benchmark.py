@@ -133,7 +133,7 @@ def test_benchmark_rejects_unknown_scenarios_and_methods(tmp_path):
 
 
 def test_generator_oracle_is_trained_without_the_class_and_has_no_memory_of_it(tmp_path):
-    from spm_hf.generation import train_generator
+    from spm_hf.training.generator import train_generator
 
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (24, 3, 8, 8), dtype=torch.uint8, generator=g)

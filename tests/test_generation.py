@@ -3,7 +3,6 @@
 Everything runs the `tiny` preset on small synthetic uint8 images (8x8, three classes).
 """
 
-import argparse
 import glob
 import json
 import math
@@ -23,11 +22,11 @@ from spm_hf.generation import (
     SPMUNet2DModel,
     UNET_PRESETS,
     make_pipeline,
-    train_generator,
 )
-from spm_hf.generation.cli import add_generator_commands
+from spm_hf.cli import build_parser
+from spm_hf.training.generator import train_generator
 from spm_hf.generation.pipeline_spm import FORGET_POLICIES
-from spm_hf.generation.training import latest_checkpoint
+from spm_hf.training.generator import latest_checkpoint
 from spm_hf.memory import (
     ForgetRequestError,
     MemoryIntegrityError,
@@ -454,8 +453,7 @@ def test_cli_commands_register_and_train(tmp_path):
     import datasets
 
     datasets.DatasetDict({"train": datasets.load_from_disk(str(tmp_path / "ds" / "train"))}).save_to_disk(str(tmp_path / "data"))
-    parser = argparse.ArgumentParser(prog="spm-hf")
-    add_generator_commands(parser.add_subparsers(dest="command", required=True))
+    parser = build_parser()
     args = parser.parse_args(["train-generator", "--preset", "tiny", "--output-dir", str(tmp_path / "out"),
                               "--dataset", str(tmp_path / "data"), "--max-steps", "2", "--no-progress"])
     assert args.func(args) == 0
@@ -506,7 +504,7 @@ class _TinyFeatures(torch.nn.Module):
 
 
 def test_evaluate_generator_report_and_grids(tmp_path, capsys):
-    from spm_hf.generation.evaluation import evaluate_generator
+    from spm_hf.evaluation.generator import evaluate_generator
 
     torch.manual_seed(0)
     unet = SPMUNet2DModel.from_preset("tiny", sample_size=32, num_class_embeds=10).eval()
@@ -542,7 +540,7 @@ def test_evaluate_generator_report_and_grids(tmp_path, capsys):
 
 def test_fid_from_saved_images_equals_in_process_fid(tmp_path):
     """`images.npz` holds every generated image; FID recomputed from it equals the in-process numbers."""
-    from spm_hf.generation.evaluation import evaluate_generator, fid_from_images
+    from spm_hf.evaluation.generator import evaluate_generator, fid_from_images
 
     unet = make_unet()
     images, labels, ids = make_data()
@@ -579,8 +577,7 @@ def test_fid_from_saved_images_equals_in_process_fid(tmp_path):
         os.unlink(tmp_path / "b" / "images.npz")
         fid_from_images(str(tmp_path / "b"), real_images=(images, labels), fid_extractor=_TinyFeatures())
 
-    parser = argparse.ArgumentParser(prog="spm-hf")
-    add_generator_commands(parser.add_subparsers(dest="command", required=True))
+    parser = build_parser()
     args = parser.parse_args(["evaluate-generator", "--fid-from", str(tmp_path / "a")])
     policy_flag = next(a for a in parser._subparsers._group_actions[0].choices["evaluate-generator"]._actions
                        if a.dest == "forget_policy")
@@ -612,7 +609,7 @@ def save_spm_judge(path, names, image_size=8, num_channels=3, seed=0):
 
 def test_spm_classifier_folder_as_judge(tmp_path):
     from spm_hf.evaluation.judge import open_judge
-    from spm_hf.generation.evaluation import evaluate_generator, load_images
+    from spm_hf.evaluation.generator import evaluate_generator, load_images
 
     judge_dir = save_spm_judge(tmp_path / "judge", NAMES)
     judge = open_judge(judge_dir)
@@ -697,7 +694,7 @@ def test_memory_derived_class_embedding_reads_only_the_label_matched_support():
 
 
 def test_exemplar_loss_is_prototypical_cross_entropy_and_skips_labels_without_support():
-    from spm_hf.generation.training import EXEMPLAR_LOGIT_SCALE, exemplar_loss
+    from spm_hf.training.generator import EXEMPLAR_LOGIT_SCALE, exemplar_loss
 
     # 2-pixel images embedded as themselves: label 5 points along x, label 9 along y
     support = torch.tensor([[1.0, 0.0], [3.0, 0.0], [0.0, 2.0]]).reshape(3, 2, 1, 1)

@@ -31,7 +31,6 @@ _GENERATION_EXPORTS = (
     "ImageSampleMemory",
     "SPMDiffusionPipeline",
     "SPMUNet2DModel",
-    "train_generator",
 )
 
 

@@ -11,7 +11,8 @@ import torch
 from .files import write_json
 from .data import as_uint8_tensors, load_image_dataset
 from .modeling_spm import SPMForImageClassification
-from .training.classifier import evaluate_classifier, train_classifier
+from .evaluation.classifier import evaluate_classifier
+from .training.classifier import train_classifier
 
 
 def _retained_accuracy(result: dict, forgotten: str) -> float:

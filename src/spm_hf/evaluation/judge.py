@@ -24,7 +24,12 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 from torch import nn
+
+from ..data import local_data_root
+from ..modeling_spm import SPMForImageClassification
+from .classifier import predict_uint8
 
 
 JUDGE_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -88,8 +93,6 @@ def default_judge_path(name: str = "resnet56") -> str:
     env = os.environ.get("SPM_HF_JUDGE")
     if env:
         return env
-    from ..data import local_data_root
-
     root = local_data_root()
     candidates = []
     if root is not None:
@@ -103,8 +106,6 @@ def default_judge_path(name: str = "resnet56") -> str:
 
 def load_judge(path: str | None = None, device: str | torch.device = "cpu") -> CifarResNetJudge:
     """Load a judge from safetensors (`strict=True`); depth from the number of blocks in `layer1`."""
-    from safetensors.torch import load_file
-
     path = path or default_judge_path()
     state = load_file(path)
     blocks = {int(m.group(1)) for k in state if (m := re.match(r"layer1\.(\d+)\.", k))}
@@ -170,9 +171,6 @@ def open_judge(path: str | None = None, device: str | torch.device = "cpu") -> J
 
 
 def _spm_judge(path: str, device) -> Judge:
-    from ..modeling_spm import SPMForImageClassification
-    from ..training.classifier import predict_uint8
-
     if not os.path.exists(os.path.join(path, "config.json")):
         raise FileNotFoundError(f"judge folder {path} has no config.json: not a saved SPMForImageClassification")
     model = SPMForImageClassification.from_pretrained(path).to(device).eval()

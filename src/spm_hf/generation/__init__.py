@@ -1,4 +1,6 @@
-"""Generation: the semi-parametric diffusion model (diffusers) and its forgettable image memory."""
+"""Generation runtime: the semi-parametric diffusion UNet, its pipeline, the image memory component and
+the support-feature cache. Training lives in `spm_hf.training.generator`, evaluation in
+`spm_hf.evaluation.generator`."""
 
 from .memory_component import ImageSampleMemory
 from .pipeline_spm import (
@@ -8,10 +10,10 @@ from .pipeline_spm import (
     ForgottenClassWarning,
     SPMDiffusionPipeline,
     check_memory_fits,
+    make_noise_scheduler,
     make_pipeline,
 )
 from .support_cache import SupportFeatureCache
-from .training import TRAIN_PRESETS, GeneratorTrainingConfig, make_noise_scheduler, train_generator
 from .unet_spm import UNET_PRESETS, SPMUNet2DModel, SPMUNet2DOutput, SupportFeatures
 
 
@@ -20,17 +22,14 @@ __all__ = [
     "FORGET_POLICIES",
     "ForgottenClassError",
     "ForgottenClassWarning",
-    "GeneratorTrainingConfig",
     "ImageSampleMemory",
     "SPMDiffusionPipeline",
     "SPMUNet2DModel",
     "SPMUNet2DOutput",
     "SupportFeatureCache",
     "SupportFeatures",
-    "TRAIN_PRESETS",
     "UNET_PRESETS",
     "check_memory_fits",
     "make_noise_scheduler",
     "make_pipeline",
-    "train_generator",
 ]

@@ -60,7 +60,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch
-from diffusers import DiffusionPipeline, ImagePipelineOutput
+from diffusers import DDIMScheduler, DDPMScheduler, DiffusionPipeline, ImagePipelineOutput
 from diffusers.utils.torch_utils import randn_tensor
 
 from ..files import write_json
@@ -405,12 +405,16 @@ class SPMDiffusionPipeline(DiffusionPipeline):
         return ImagePipelineOutput(images=images_out)
 
 
+def make_noise_scheduler() -> DDPMScheduler:
+    """The paper's training schedule: 1,000 steps, linear β from 1e-4 to 0.02, ε-prediction, x̂_0 clipped."""
+    return DDPMScheduler(
+        num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02,
+        prediction_type="epsilon", clip_sample=True,
+    )
+
+
 def make_pipeline(unet: SPMUNet2DModel, memory: ImageSampleMemory, train_scheduler=None) -> SPMDiffusionPipeline:
     """A sampling pipeline: DDIM built from the training (DDPM) scheduler's config."""
-    from diffusers import DDIMScheduler
-
-    from .training import make_noise_scheduler
-
     train_scheduler = train_scheduler or make_noise_scheduler()
     return SPMDiffusionPipeline(unet=unet, scheduler=DDIMScheduler.from_config(train_scheduler.config), memory=memory)
 
@@ -423,5 +427,6 @@ __all__ = [
     "SPMDiffusionPipeline",
     "UnknownClassError",
     "check_memory_fits",
+    "make_noise_scheduler",
     "make_pipeline",
 ]

@@ -39,10 +39,13 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
+from ..data import as_uint8_tensors, label_names, load_image_dataset
+from ..evaluation.grids import sample_grid
 from ..files import write_atomic, write_json
-from ..training.episodic import EpisodicSupportSampler
-from .memory_component import ImageSampleMemory
-from .unet_spm import UNET_PRESETS, SPMUNet2DModel, label_directions
+from ..generation.memory_component import ImageSampleMemory
+from ..generation.pipeline_spm import SPMDiffusionPipeline, make_noise_scheduler
+from ..generation.unet_spm import UNET_PRESETS, SPMUNet2DModel, label_directions
+from .episodic import EpisodicSupportSampler
 
 
 @dataclass
@@ -115,48 +118,8 @@ def make_training_config(preset: str, **overrides) -> GeneratorTrainingConfig:
     return GeneratorTrainingConfig(preset=preset, **values)
 
 
-def make_noise_scheduler():
-    """The paper's training schedule: 1,000 steps, linear β from 1e-4 to 0.02, ε-prediction, x̂_0 clipped."""
-    from diffusers import DDPMScheduler
-
-    return DDPMScheduler(
-        num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02,
-        prediction_type="epsilon", clip_sample=True,
-    )
-
-
-def image_grid(images: np.ndarray, rows: int) -> "PIL.Image.Image":  # noqa: F821
-    """(N, H, W, C) floats in [0, 1] or uint8 -> one PIL image with `rows` rows."""
-    from PIL import Image
-
-    images = np.asarray(images)
-    if images.dtype != np.uint8:
-        images = (np.clip(images, 0, 1) * 255).round().astype(np.uint8)
-    n, h, w, c = images.shape
-    cols = math.ceil(n / rows)
-    grid = np.full((rows * (h + 2) + 2, cols * (w + 2) + 2, c), 255, dtype=np.uint8)
-    for k in range(n):
-        r, q = divmod(k, cols)
-        grid[2 + r * (h + 2) : 2 + r * (h + 2) + h, 2 + q * (w + 2) : 2 + q * (w + 2) + w] = images[k]
-    return Image.fromarray(grid[:, :, 0] if c == 1 else grid)
-
-
-def sample_grid(pipe, samples_per_class: int, num_inference_steps: int, support_size: int | None,
-                guidance_scale: float, seed: int = 0, classes=None, **kwargs):
-    """A grid with one row per class (`classes`, default all), generated with a fixed seed."""
-    classes = list(range(len(pipe.label_names))) if classes is None else list(classes)
-    labels = [c for c in classes for _ in range(samples_per_class)]
-    images = pipe(
-        labels, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale, support_size=support_size,
-        generator=torch.Generator().manual_seed(seed), output_type="np", **kwargs,
-    ).images
-    return image_grid(images, rows=len(classes))
-
-
 def load_training_data(dataset: str, limit: int | None = None):
     """(images uint8 (N, C, H, W), labels, ids, label_names) of a dataset's train split."""
-    from ..data import as_uint8_tensors, label_names, load_image_dataset
-
     ds = load_image_dataset(dataset, splits=("train",))
     images, labels, ids = as_uint8_tensors(ds["train"], limit=limit)
     return images, labels, ids, label_names(ds)
@@ -341,7 +304,6 @@ def train_generator(
     from accelerate import Accelerator
     from diffusers.training_utils import EMAModel
 
-    from .pipeline_spm import SPMDiffusionPipeline
 
     config = make_training_config(preset, **overrides)
     accelerator = Accelerator(mixed_precision=config.mixed_precision)

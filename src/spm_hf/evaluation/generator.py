@@ -38,15 +38,20 @@ import warnings
 import numpy as np
 import torch
 
+from tqdm.auto import tqdm
+
+from ..data import as_uint8_tensors, load_image_dataset
 from ..files import write_atomic, write_json
-from .pipeline_spm import (
+from ..generation.pipeline_spm import (
     DEFAULT_FORGET_POLICY,
     FORGET_POLICY_TEXT,
     ForgottenClassWarning,
     SPMDiffusionPipeline,
     check_forget_policy,
 )
-from .training import image_grid
+from .fid import InceptionFeatures, extract_features, frechet_distance
+from .grids import image_grid
+from .judge import JUDGE_CLASSES, open_judge
 
 
 def generate_per_class(pipe, classes, samples_per_class: int, num_inference_steps: int, guidance_scale: float,
@@ -56,8 +61,6 @@ def generate_per_class(pipe, classes, samples_per_class: int, num_inference_step
 
     `desc`: show a progress bar (one tick per class) with this label; None: silent. `forget_policy`: what a
     forgotten class reads (`SPMDiffusionPipeline.__call__`)."""
-    from tqdm.auto import tqdm
-
     out = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ForgottenClassWarning)
@@ -80,8 +83,6 @@ def _grid(images: dict[int, torch.Tensor], per_row: int):
 
 
 def _real_images(dataset: str, limit: int):
-    from ..data import as_uint8_tensors, load_image_dataset
-
     ds = load_image_dataset(dataset, splits=("test",))
     split = ds["test"].shuffle(seed=0).select(range(min(limit, len(ds["test"]))))
     images, labels, _ = as_uint8_tensors(split)
@@ -126,8 +127,6 @@ def fid_scores(sets: dict[str, tuple[torch.Tensor, torch.Tensor]], real: tuple[t
     """FID (`before` vs all real), FID_R (`before`, `after` and `retrained` on the remaining classes, vs their real
     images: keys `fid_r_before`, `fid_r`, `fid_r_retrained`) and FID_O (`after` vs `retrained`, forgotten classes),
     each where its sets exist, and `samples`: the counts behind each number."""
-    from ..evaluation.fid import extract_features, frechet_distance
-
     feats = {name: extract_features(images, extractor) for name, (images, _) in sets.items()}
     real_feats = extract_features(real[0], extractor)
     out: dict = {"samples": {}}
@@ -172,8 +171,6 @@ def _real_set(real_images, dataset: str | None, limit: int, num_channels: int):
 
 
 def _fid_extractor(extractor, device):
-    from ..evaluation.fid import InceptionFeatures
-
     return extractor if extractor is not None else InceptionFeatures(device=device)
 
 
@@ -237,8 +234,6 @@ def evaluate_generator(
     `fid_extractor` replaces the Inception network (tests), `real_images` the real (images, labels) set.
     `progress`: a progress bar per generated set (one tick per class); the CLI turns it on.
     """
-    from ..evaluation.judge import JUDGE_CLASSES, open_judge
-
     os.makedirs(output_dir, exist_ok=True)
     pipe = model if isinstance(model, SPMDiffusionPipeline) else SPMDiffusionPipeline.from_pretrained(model)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
