@@ -42,12 +42,27 @@ EXAMPLES_DIR = APP_DIR / "examples"
 DEFAULT_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "spm_hf", "app")
 # `spm-hf app` trains the generator preset of the dataset when no model is given, and the classifier
 # preset named after the dataset if there is one, else "quick" (on that dataset).
-GENERATOR_PRESETS = {"cifar10": "cifar10-cpu", "mnist": "mnist-cpu"}
+GENERATOR_PRESET_OF_DATASET = {"cifar10": "gen-cifar10-cpu", "mnist": "gen-mnist-cpu"}
 THEME_FONTS = dict(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
-TILE_PIXELS = 64
-# The whole grid on the page, no inner scroll bar (gradio's gallery otherwise caps its height).
-CSS = "#grid .grid-wrap { height: auto !important; max-height: none !important; overflow-y: visible !important; }"  # generated images are upscaled (nearest) to about this size in the grid
+TILE_PIXELS = 64  # generated images are upscaled (nearest) to about this size in the grid
 FORGOTTEN_BORDER = (220, 38, 38)
+CSS = "\n".join([
+    # the whole grid on the page, no inner scroll bar (gradio's gallery otherwise caps its height)
+    "#grid .grid-wrap { height: auto !important; max-height: none !important; overflow-y: visible !important; }",
+    # one row per class at any width: the tiles shrink instead (gradio's are >= 100 px, 4 overflow a phone)
+    "#grid .grid-container { grid-template-columns: repeat(var(--grid-cols), minmax(0, 1fr)) !important; }",
+    # a 28 or 32 px test image fills its box, its pixels upscaled as blocks (nearest neighbour); the classifier
+    # still gets the file's own pixels
+    "#test-image img { width: 100% !important; height: 100% !important; object-fit: contain !important;"
+    " image-rendering: pixelated; }",
+    # the receipt's table: words are never broken across lines (a scroll bar where a column is too narrow)
+    "#receipt table { display: block; overflow-x: auto; border: none; }",
+    "#receipt th, #receipt td { white-space: nowrap; word-break: normal; overflow-wrap: normal; padding: 4px 6px;"
+    " font-size: 13px; }",
+    # the memory table: three columns in 300 px without clipping a header (no sort menu: it is read-only)
+    "#memory-table .cell-menu-button { display: none; }",
+    "#memory-table th, #memory-table td { font-size: 13px; }",
+])
 
 INTRO = """\
 # Designing to Forget: delete a class, no retraining
@@ -100,7 +115,7 @@ def load_models(classifier: str, generator: str, device: str | None = None) -> M
 def clone_memory(memory: SampleMemory) -> SampleMemory:
     """An independent copy of `memory`. Its listeners (a support cache, a faiss index) stay with the
     original: the copy starts with none, and builds its own when first used."""
-    return copy.deepcopy(memory, {id(memory._listeners): []})
+    return memory.copy()
 
 
 class Session:
@@ -239,16 +254,24 @@ def class_choices(models: Models, session: Session | None) -> list[tuple[str, st
 
 
 def receipt_markdown(classes: list[str], receipts: dict, copy_seconds: float | None) -> str:
+    # One column per memory, one row per fact: three short columns fit the narrow left column of the page
+    # (and a phone) without breaking a word.
+    kinds = list(receipts)
+    rows = [
+        ("removed", [f"{r.num_removed:,}" for r in receipts.values()]),
+        ("ms", [f"{r.seconds * 1e3:.2f}" for r in receipts.values()]),
+        ("digest before", [f"`{r.digest_before[:8]}`" for r in receipts.values()]),
+        ("digest after", [f"`{r.digest_after[:8]}`" for r in receipts.values()]),
+    ]
     lines = [
         f"**Forgot {', '.join(classes)}** in "
         + " and ".join(f"{r.seconds * 1e3:.2f} ms ({kind} memory)" for kind, r in receipts.items())
         + ". No parameter changed.",
         "",
-        "| memory | removed | ms | digest before → after |",
-        "|---|---|---|---|",
+        "| memory | " + " | ".join(kinds) + " |",
+        "|---|" + "---:|" * len(kinds),
     ]
-    for kind, r in receipts.items():
-        lines.append(f"| {kind} | {r.num_removed:,} | {r.seconds * 1e3:.2f} | `{r.digest_before[:8]}` → `{r.digest_after[:8]}` |")
+    lines += [f"| {name} | " + " | ".join(values) + " |" for name, values in rows]
     lines.append("")
     for kind, r in receipts.items():
         per_class = ", ".join(f"{k} {v:,}" for k, v in r.removed_per_class.items() if v) or "nothing"
@@ -288,6 +311,17 @@ def find_examples(label_names: list[str], examples: str | None = None) -> list[P
     return []
 
 
+def default_example(classifier: SPMForImageClassification, examples: list[Path]) -> Path | None:
+    """The test image shown first: the first of `examples` that `classifier` labels as its file name says
+    (a first sight of a misclassified image would misrepresent the model), else the first one."""
+    for path in examples:
+        with Image.open(path) as image:
+            probabilities = class_probabilities(classifier, prepare_image(image, classifier.image_processor))
+        if max(probabilities, key=probabilities.get) == example_label(path):
+            return path
+    return examples[0] if examples else None
+
+
 def write_examples(dataset: str, folder: str | os.PathLike, per_class: int = 1) -> list[Path]:
     """Save the first `per_class` test images of each class of `dataset` as `<label>-<n>.png`."""
     from spm_hf.data import label_names, load_image_dataset
@@ -316,6 +350,7 @@ def build_demo(models: Models, examples: list[Path] | None = None, images_per_cl
     """The Blocks app. API endpoints (gradio_client): /forget, /reset, /classify, /generate."""
     names = models.label_names
     examples = list(examples or [])
+    first_example = default_example(models.classifier, examples)
     grid_lock = threading.Lock()
 
     def draw(pipe: SPMDiffusionPipeline, grid_seed: int, progress):
@@ -391,12 +426,14 @@ def build_demo(models: Models, examples: list[Path] | None = None, images_per_cl
                 receipt_md = gr.Markdown(pristine_markdown(models), label="Receipt", elem_id="receipt")
                 with gr.Accordion("Receipt (JSON)", open=False):
                     receipt_json = gr.JSON(label="Receipt (JSON)")
+                # widths in % of the column: gradio's minimum widths per column would overflow 300 px
                 table = gr.Dataframe(value=memory_table(models, None), headers=["class", "classifier", "generator"],
                                      label="Samples in memory per class (this session)", interactive=False,
-                                     elem_id="memory-table")
+                                     column_widths=["36%", "32%", "32%"], elem_id="memory-table")
             with gr.Column(scale=1, min_width=300):
                 image = gr.Image(type="pil", label="Test image (upload, or pick one below)", sources=["upload"],
-                                 value=str(examples[0]) if examples else None, height=200, elem_id="test-image")
+                                 value=str(first_example) if first_example else None, height=200,
+                                 elem_id="test-image")
                 if examples:
                     gr.Examples([[str(p)] for p in examples], inputs=image, example_labels=[example_label(p) for p in examples],
                                 examples_per_page=len(examples), label="Test images", elem_id="test-examples")
@@ -440,12 +477,12 @@ def ensure_models(cache_dir: str, dataset: str, generator_minutes: float | None 
     from spm_hf.training.classifier import train_classifier
     from transformers.trainer_utils import get_last_checkpoint
 
-    from spm_hf.training.classifier import PRESETS
+    from spm_hf.training.classifier_presets import CLASSIFIER_PRESETS
 
-    if dataset not in GENERATOR_PRESETS:
-        raise ValueError(f"no quick presets for {dataset!r}; choose one of {sorted(GENERATOR_PRESETS)}")
-    generator_preset = GENERATOR_PRESETS[dataset]
-    classifier_preset = dataset if getattr(PRESETS.get(dataset), "dataset", None) == dataset else "quick"
+    if dataset not in GENERATOR_PRESET_OF_DATASET:
+        raise ValueError(f"no quick presets for {dataset!r}; choose one of {sorted(GENERATOR_PRESET_OF_DATASET)}")
+    generator_preset = GENERATOR_PRESET_OF_DATASET[dataset]
+    classifier_preset = dataset if getattr(CLASSIFIER_PRESETS.get(dataset), "dataset", None) == dataset else "quick"
     classifier_dir = os.path.join(cache_dir, f"{dataset}-classifier")
     generator_dir = os.path.join(cache_dir, f"{dataset}-generator")
     if not os.path.exists(os.path.join(classifier_dir, "sample_memory.json")):
@@ -488,7 +525,7 @@ def build_parser(train_missing: bool = False) -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, default=None, help="server port (default: gradio's, 7860 or the next free)")
     parser.add_argument("--share", action="store_true", help="also serve on a public gradio.live link")
     if train_missing:
-        parser.add_argument("--dataset", default=_env("SPM_APP_DATASET"), choices=sorted(GENERATOR_PRESETS),
+        parser.add_argument("--dataset", default=_env("SPM_APP_DATASET"), choices=sorted(GENERATOR_PRESET_OF_DATASET),
                             help="which quick pair to train when a model is not given [SPM_APP_DATASET] "
                                  "(default: cifar10 on a GPU, mnist on a CPU)")
         parser.add_argument("--cache-dir", default=_env("SPM_APP_CACHE", DEFAULT_CACHE),

@@ -1,11 +1,13 @@
 """Drive the Gradio demo (app/app.py) in headless Chromium: screenshot it, forget a class, time the update.
 
-    python bench/app_demo.py --classifier outputs/quickstart/model --generator outputs/gen-cifar10-cpu \
-        --forget cat --screenshots docs/app
+    python bench/app_demo.py --classifier outputs/quickstart/model --generator outputs/c10-gen \
+        --forget cat --screenshots docs/app --phone
 
 Launches the app on 127.0.0.1, opens it in Debian's `chromium` (driven by playwright's Python API), waits
 for the first grid, saves `<screenshots>-before.png`, ticks the class, presses Forget, and records how
 long the classification panel and the regenerated grid took to show, then saves `<screenshots>-after.png`.
+With `--phone` it does the same again at a phone's width (390 x 844 CSS pixels, `<screenshots>-phone-*.png`).
+Each pass also measures the page at first sight and after the forget (`layout`, see `LAYOUT_JS`).
 Prints a JSON report (with the machine) and, with `--report`, writes it there.
 """
 
@@ -24,6 +26,33 @@ from spm_hf.files import write_json
 CHROMIUM_CANDIDATES = ("chromium", "chromium-browser", "google-chrome")
 # Chromium runs as root in CI containers (no sandbox there) and /dev/shm is small in containers.
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-dev-shm-usage"]
+DESKTOP, PHONE = (1400, 1000), (390, 844)
+# What a first look at the page shows, measured: the test image's drawn size (it is 28-32 px of its own),
+# cells whose text is cut (scrollWidth > clientWidth), the receipt table's overflow, the grid's columns and
+# whether the page scrolls sideways.
+LAYOUT_JS = """() => {
+  const cut = el => el.scrollWidth > el.clientWidth + 1;
+  const img = document.querySelector('#test-image img');
+  const grid = document.querySelector('#grid .grid-container');
+  const receipt = document.querySelector('#receipt table');
+  return {
+    image: img ? {width: img.clientWidth, height: img.clientHeight, natural_width: img.naturalWidth,
+                  rendering: getComputedStyle(img).imageRendering} : null,
+    memory_table_cut: [...document.querySelectorAll('#memory-table th .header, #memory-table td span')]
+                        .filter(cut).map(el => el.innerText),
+    memory_table_overflow: (() => { const t = document.querySelector('#memory-table table');
+                                    const box = document.querySelector('#memory-table');
+                                    return t ? Math.max(0, Math.round(t.getBoundingClientRect().right
+                                                        - box.getBoundingClientRect().right)) : null; })(),
+    receipt_headers: receipt ? [...receipt.querySelectorAll('th')].map(th => th.innerText) : [],
+    receipt_cut: receipt ? [...receipt.querySelectorAll('th, td')].filter(cut).map(el => el.innerText) : [],
+    receipt_overflow: receipt ? receipt.scrollWidth - receipt.clientWidth : null,
+    grid_columns: grid ? getComputedStyle(grid).gridTemplateColumns.split(' ').length : null,
+    grid_overflow: grid ? grid.scrollWidth - grid.clientWidth : null,
+    page_overflow: document.documentElement.scrollWidth - document.documentElement.clientWidth,
+    top5_first: (document.querySelector('#top5-before h2, #top5-before .output-class') || {}).innerText || null,
+  };
+}"""
 
 
 def find_chromium() -> str | None:
@@ -41,27 +70,45 @@ def _wait_text(page, selector: str, js_condition: str, timeout_s: float) -> None
     )
 
 
+def _screenshot(page, path: str) -> None:
+    """A full-page screenshot with every gallery image loaded (gradio's gallery loads them lazily, as they
+    scroll into view)."""
+    height = page.evaluate("document.documentElement.scrollHeight")
+    for y in range(0, height, 400):
+        page.evaluate(f"window.scrollTo(0, {y})")
+        page.wait_for_timeout(30)
+    page.evaluate("window.scrollTo(0, 0)")
+    page.wait_for_function("[...document.querySelectorAll('#grid img')].every(img => img.complete)", timeout=30_000)
+    page.screenshot(path=path, full_page=True)
+
+
 def forget_in_browser(url: str, forget: str, chromium: str, before_png: str | None = None,
-                      after_png: str | None = None, timeout_s: float = 600, viewport=(1400, 1000)) -> dict:
+                      after_png: str | None = None, timeout_s: float = 600, viewport=DESKTOP) -> dict:
     """Open the app, wait for the first grid, forget `forget`, wait for the top-5 and the regenerated grid.
 
-    Returns the page text after the forget and the seconds from the click to each update."""
+    Returns the page text after the forget, the seconds from the click to each update and the layout
+    (`LAYOUT_JS`) at first sight and after the forget. A viewport as narrow as a phone's is opened as a
+    phone (touch, device scale 2)."""
     from playwright.sync_api import sync_playwright
 
+    phone = viewport[0] < 600
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS, headless=True)
         try:
-            page = browser.new_page(viewport={"width": viewport[0], "height": viewport[1]})
+            page = browser.new_page(viewport={"width": viewport[0], "height": viewport[1]}, is_mobile=phone,
+                                    has_touch=phone, device_scale_factor=2 if phone else 1)
             start = time.perf_counter()
             page.goto(url, wait_until="domcontentloaded")
             _wait_text(page, "#grid-status", "text.includes('Nothing forgotten')", timeout_s)
             first_grid_s = time.perf_counter() - start
+            _wait_text(page, "#top5-before", "text.split('\\n').length > 2", timeout_s)
+            first_sight = page.evaluate(LAYOUT_JS)
             examples = page.locator("#test-examples").get_by_text(forget, exact=True)
             if examples.count():  # show a test image of the class about to be forgotten
                 examples.first.click()
             _wait_text(page, "#top5-after", f"text.split('\\n').map(s => s.trim()).includes({forget!r})", timeout_s)
             if before_png:
-                page.screenshot(path=before_png, full_page=True)
+                _screenshot(page, before_png)
             page.locator("#forget-classes").get_by_role("checkbox", name=forget, exact=True).check()
             start = time.perf_counter()
             page.click("#forget-button")
@@ -73,13 +120,14 @@ def forget_in_browser(url: str, forget: str, chromium: str, before_png: str | No
             text = page.inner_text("body")
             top5_after, receipt = page.inner_text("#top5-after"), page.inner_text("#receipt")
             grid_status = page.inner_text("#grid-status")
+            after_forget = page.evaluate(LAYOUT_JS)
             if after_png:
-                page.screenshot(path=after_png, full_page=True)
+                _screenshot(page, after_png)
         finally:
             browser.close()
     return {"first_grid_s": first_grid_s, "classification_update_s": classification_s,
             "grid_update_s": grid_s, "page_text": text, "top5_after": top5_after, "receipt": receipt,
-            "grid_status": grid_status}
+            "grid_status": grid_status, "layout": {"first_sight": first_sight, "after_forget": after_forget}}
 
 
 def main(argv=None) -> int:
@@ -90,6 +138,8 @@ def main(argv=None) -> int:
     parser.add_argument("--images-per-class", type=int, default=4)
     parser.add_argument("--steps", type=int, default=25)
     parser.add_argument("--screenshots", help="path prefix: writes PREFIX-before.png and PREFIX-after.png")
+    parser.add_argument("--phone", action="store_true",
+                        help="also at a phone's width (390 px): PREFIX-phone-before.png, PREFIX-phone-after.png")
     parser.add_argument("--report", help="write the JSON report here")
     args = parser.parse_args(argv)
 
@@ -109,6 +159,11 @@ def main(argv=None) -> int:
     try:
         shots = (f"{args.screenshots}-before.png", f"{args.screenshots}-after.png") if args.screenshots else (None, None)
         timings = forget_in_browser(url, args.forget, chromium, *shots)
+        phone = None
+        if args.phone:
+            shots = ((f"{args.screenshots}-phone-before.png", f"{args.screenshots}-phone-after.png")
+                     if args.screenshots else (None, None))
+            phone = forget_in_browser(url, args.forget, chromium, *shots, viewport=PHONE)["layout"]
     finally:
         demo.close()
     report = {
@@ -116,6 +171,7 @@ def main(argv=None) -> int:
         "images_per_class": args.images_per_class, "num_classes": len(models.label_names), "ddim_steps": args.steps,
         **{k: round(v, 3) for k, v in timings.items() if k.endswith("_s")},
         "receipt": " ".join(line for line in timings["receipt"].splitlines() if line.startswith("Forgot") or "copied" in line), "grid_status": timings["grid_status"],
+        "layout": {"desktop": timings["layout"], **({"phone": phone} if phone else {})},
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads "
                    f"{torch.get_num_threads()}, device {models.device}, load average {os.getloadavg()[0]:.1f}",
     }

@@ -14,9 +14,10 @@ ids "train/0000042") it times, median over repeats:
     includes keeping the index in step (`remove_ids` + re-adding the rows moved into holes);
 * answering a batch of 256 query embeddings through the memory read path and the fusion head of an
   `SPMForImageClassification` whose embedding size is 512 (`class_mean`: `class_means()` + fusion;
-  `knn`: `memory.knn` (k=64) + `neighbourhood_prototypes` + fusion, torch and faiss backends).
+  `knn`: `memory.knn` (k=64) + `neighbour_softmax_log_probs`, the fusion scoring every neighbour, torch
+  and faiss backends).
 
-Every repeat forgets from a fresh `copy.deepcopy` of one memory built once per N; the script checks that
+Every repeat forgets from a fresh `SampleMemory.copy()` of one memory built once per N; the script checks that
 the copy owns its storage and that forgetting on it leaves the original untouched.
 
 It also checks the issue's targets at N = 50,000 x 512 (class_mean: forget one class <= 5 ms, one id
@@ -31,7 +32,6 @@ and `<out>/forget_latency.png` (log-log time vs N).
 from __future__ import annotations
 
 import argparse
-import copy
 import gc
 import json
 import os
@@ -49,7 +49,7 @@ from spm_hf.baselines import ParametricForImageClassification
 from spm_hf.files import write_atomic, write_figure
 from spm_hf.files import write_json as write_json_file
 from spm_hf.memory import SampleMemory
-from spm_hf.modeling_spm import neighbourhood_prototypes
+from spm_hf.modeling_spm import neighbour_softmax_log_probs
 
 
 NUM_CLASSES = 10
@@ -136,17 +136,16 @@ def make_memory(n: int, dim: int, seed: int) -> SampleMemory:
     values = torch.from_numpy(rng.standard_normal((n, dim), dtype=np.float32))
     labels = torch.from_numpy(rng.integers(0, NUM_CLASSES, size=n))
     ids = [f"train/{i:07d}" for i in range(n)]
-    memory = SampleMemory(LABEL_NAMES, (dim,), torch.float32, salt="00" * 16)
+    memory = SampleMemory(LABEL_NAMES, (dim,), torch.float32)
     memory.add(ids, labels, values, trained_on=True)
     return memory
 
 
 def clone(memory: SampleMemory) -> SampleMemory:
-    if memory._listeners:  # a faiss index (SWIG) cannot be deep-copied; build it on the copy instead
-        raise RuntimeError("clone() expects a memory without listeners")
-    twin = copy.deepcopy(memory)
+    """An independent copy (listeners such as a faiss index are not copied: the copy builds its own)."""
+    twin = memory.copy()
     if twin.values.data_ptr() == memory.values.data_ptr():
-        raise RuntimeError("copy.deepcopy shares the value storage with the original")
+        raise RuntimeError("SampleMemory.copy() shares the value storage with the original")
     return twin
 
 
@@ -246,8 +245,7 @@ def read_and_fuse(memory: SampleMemory, model: SPMForImageClassification, querie
     _, rows = memory.knn(queries, k, backend=backend)
     neighbor_values = memory.values[rows]
     neighbor_labels = memory.labels[rows]
-    prototypes, present = neighbourhood_prototypes(neighbor_values, neighbor_labels, NUM_CLASSES)
-    return model.fusion(queries, prototypes, present)
+    return neighbour_softmax_log_probs(model.fusion, queries, neighbor_values, neighbor_labels, NUM_CLASSES)
 
 
 def time_queries(memory, model, queries, mode, backend, k, repeats, warmup) -> dict:
@@ -440,7 +438,7 @@ def markdown(results: dict) -> str:
         f"| numpy / python | {m['numpy']} / {m['python']} |",
         f"| load average (1 min) at start / end | {m['loadavg_start'][0]:.2f} / {m['loadavg_end'][0]:.2f} |",
         "",
-        "Times are wall-clock medians in **milliseconds**. Each forget repeat runs on a fresh `copy.deepcopy` "
+        "Times are wall-clock medians in **milliseconds**. Each forget repeat runs on a fresh `SampleMemory.copy()` "
         "of one memory built per N (float32 standard-normal embeddings, 10 uniformly drawn classes); "
         "building the copy, the class sums and the faiss index is not timed.",
         "",
@@ -499,8 +497,8 @@ def markdown(results: dict) -> str:
     ]
     query_labels = {
         "class_mean/-": "class_mean: `class_means()` + fusion",
-        "knn/torch": f"knn / torch (k={results['args']['k']}): `knn` + `neighbourhood_prototypes` + fusion",
-        "knn/faiss": f"knn / faiss (k={results['args']['k']}): `knn` + `neighbourhood_prototypes` + fusion",
+        "knn/torch": f"knn / torch (k={results['args']['k']}): `knn` + `neighbour_softmax_log_probs`",
+        "knn/faiss": f"knn / faiss (k={results['args']['k']}): `knn` + `neighbour_softmax_log_probs`",
     }
     for key, label in query_labels.items():
         lines.append(f"| {label} | " + " | ".join(fmt_ms(e["query"][key]["median_s"]) for e in sizes) + " |")

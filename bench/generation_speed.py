@@ -25,9 +25,9 @@ from spm_hf.files import write_atomic, write_figure, write_json
 from spm_hf.generation import ImageSampleMemory, SPMUNet2DModel, make_pipeline
 
 
-def build(preset: str, max_support: int):
+def build(architecture: str, max_support: int):
     torch.manual_seed(0)
-    unet = SPMUNet2DModel.from_preset(preset, num_class_embeds=10).eval()
+    unet = SPMUNet2DModel.from_architecture(architecture, num_class_embeds=10).eval()
     c, s = unet.config.in_channels, unet.config.sample_size
     n = max_support + 100
     g = torch.Generator().manual_seed(0)
@@ -60,7 +60,7 @@ def time_one(pipe, support_size: int, mode: str, steps: int, repeats: int, no_ca
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--preset", default="cifar10-cpu")
+    parser.add_argument("--architecture", default="unet-cifar10-cpu", help="a key of UNET_ARCHITECTURES")
     parser.add_argument("--sizes", type=int, nargs="+", default=[0, 64, 256, 1024])
     parser.add_argument("--steps", type=int, default=10, help="denoising steps per image (the paper uses 50)")
     parser.add_argument("--repeats", type=int, default=3)
@@ -73,7 +73,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    pipe = build(args.preset, max(args.sizes))
+    pipe = build(args.architecture, max(args.sizes))
     modes = ["no cache", "cache cold", "cache warm"]
     results = {m: {} for m in modes}
     for size in args.sizes:
@@ -92,7 +92,7 @@ def main() -> None:
     }
     base = {m: results[m][args.sizes[0]] for m in modes}
     lines = [
-        f"One {pipe.unet.config.sample_size}x{pipe.unet.config.sample_size} image, preset {args.preset} "
+        f"One {pipe.unet.config.sample_size}x{pipe.unet.config.sample_size} image, UNet {args.architecture} "
         f"({sum(p.numel() for p in pipe.unet.parameters()) / 1e6:.2f} M params), {args.steps} DDIM steps, "
         f"guidance on (2 branches); cached modes best of {args.repeats}, no cache timed over "
         f"{min(args.no_cache_steps, args.steps)} steps and scaled; {machine['cpu_count']} CPUs, {machine['torch_threads']} torch threads "
@@ -113,7 +113,8 @@ def main() -> None:
 
     os.makedirs(args.out_dir, exist_ok=True)
     write_json(os.path.join(args.out_dir, "generation_speed.json"),
-               {"machine": machine, "preset": args.preset, "steps": args.steps, "no_cache_steps": args.no_cache_steps,
+               {"machine": machine, "architecture": args.architecture, "steps": args.steps,
+                "no_cache_steps": args.no_cache_steps,
                 "seconds": {m: {str(k): v for k, v in r.items()} for m, r in results.items()}})
     write_atomic(os.path.join(args.out_dir, "generation_speed.md"), table + "\n")
     try:
@@ -131,7 +132,7 @@ def main() -> None:
         ax.set_xticks(xs, [str(s) for s in args.sizes])
         ax.set_xlabel("support size (items)")
         ax.set_ylabel(f"seconds per image ({args.steps} steps)")
-        ax.set_title(f"SPM generation cost, {args.preset}, CPU")
+        ax.set_title(f"SPM generation cost, {args.architecture}, CPU")
         ax.legend()
         fig.tight_layout()
         write_figure(fig, os.path.join(args.out_dir, "generation_speed.png"))

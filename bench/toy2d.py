@@ -24,7 +24,7 @@ whole grid 1.0-3.2% against 28-43%, except seed 1 whose emptied region is extrap
 Deleting a sub-cluster of a class does not (6.1-10.5% against 6.0-10.0%): the encoder was trained with
 the satellite labelled A and keeps mapping that region next to A's prototype, so removing the points from
 memory changes about 1% of the grid. Deletion removes samples from the prediction path; the parameters keep
-what they learned from them (anchors.md §0 and §5.4: report the residual gap, do not claim exactness).
+what they learned from them: report the residual gap, do not claim exact unlearning (docs/contract.md).
 
     python bench/toy2d.py --out docs/toy2d.png                 # both scenarios, ~10 s on 2 CPU cores
     python bench/toy2d.py --scenario class --steps 100 --out ''   # fast, no plot

@@ -4,6 +4,12 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Ledger keys (spm_hf.ledger) of the suite live in a throw-away folder, never in the user's config dir;
+# subprocesses inherit it, so a model saved by one test process is provable by another.
+if "SPM_HF_KEY_DIR" not in os.environ:
+    import tempfile
+
+    os.environ["SPM_HF_KEY_DIR"] = tempfile.mkdtemp(prefix="spm-hf-test-keys-")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -12,6 +18,16 @@ from spm_hf import SampleMemory, SPMConfig, SPMForImageClassification  # noqa: E
 
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer"]
+
+# Prepended to a subprocess script: spm_hf cannot be imported there, as on a machine without it (the
+# remote-code tests load saved folders with transformers / diffusers alone).
+HIDE_SPM_HF = """import importlib.abc, sys
+class _HideSpmHf(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "spm_hf" or name.startswith("spm_hf."):
+            raise ImportError("spm_hf is hidden in this process")
+sys.meta_path.insert(0, _HideSpmHf())
+"""
 
 
 def make_config(**overrides) -> SPMConfig:
@@ -24,9 +40,9 @@ def make_config(**overrides) -> SPMConfig:
     return SPMConfig(**kwargs)
 
 
-def make_memory(n: int = 60, dim: int = 16, seed: int = 0, trained_on=True, salt: str = "00ff") -> SampleMemory:
+def make_memory(n: int = 60, dim: int = 16, seed: int = 0, trained_on=True) -> SampleMemory:
     g = torch.Generator().manual_seed(seed)
-    memory = SampleMemory(CLASSES, (dim,), salt=salt)
+    memory = SampleMemory(CLASSES, (dim,))
     memory.add(
         [f"train/{i:05d}" for i in range(n)],
         torch.arange(n) % len(CLASSES),

@@ -1,8 +1,8 @@
 """`FakeHub`: a local HTTP server that speaks the part of the Hugging Face Hub API that spm_hf uses.
 
 The Hub is unreachable from the machines this suite runs on, and huggingface_hub >= 2 talks over
-`httpx2`, which respx / pytest-httpx / responses do not intercept (hf-ecosystem.md §3.4). So the tests
-run the real client against this server: `HF_ENDPOINT=<FakeHub.url>`, any `HF_TOKEN`.
+`httpx2`, which respx / pytest-httpx / responses do not intercept, and no local Hub server is published.
+So the tests run the real client against this server: `HF_ENDPOINT=<FakeHub.url>`, any `HF_TOKEN`.
 
 Faithfulness. Routes, status codes, `X-Error-Code` headers and JSON bodies follow what huggingface_hub
 2.4 sends and parses (read in its source: `hf_api.py`, `_commit_api.py`, `lfs.py`, `file_download.py`,
@@ -10,16 +10,20 @@ Faithfulness. Routes, status codes, `X-Error-Code` headers and JSON bodies follo
 huggingface.co. Keep it that way when extending it: mirror the real JSON, never invent a shortcut.
 
     POST /api/repos/create                             {"url", "name", "id"}; 409 + {"error", "url"} if it exists
+    POST/DELETE /api/{type}s/{repo}/branch/{branch}    create ({"startingPoint"}: a revision) / delete a branch
+    POST /api/{type}s/{repo}/tag/{rev}                 {"tag", "message"}: tag a revision; DELETE .../tag/{tag}
     POST /api/validate-yaml                            card metadata checks (a subset of the Hub's schema)
     POST /api/{type}s/{repo}/preupload/{rev}           {"files": [{"path", "uploadMode", "shouldIgnore", "oid"}]}
     POST /{prefix}{repo}.git/info/lfs/objects/batch    git-lfs batch API, "basic" transfer
     PUT  /__lfs/...  POST /__lfs_verify/...            the upload / verify hrefs handed out by the batch API
-    POST /api/{type}s/{repo}/commit/{rev}              NDJSON header / file / lfsFile / deletedFile / deletedFolder
+    POST /api/{type}s/{repo}/commit/{rev}              NDJSON header / file / lfsFile / deletedFile / deletedFolder;
+                                                       `?create_pr=1` commits to a new pull request `refs/pr/N`
     POST /api/{type}s/{repo}/super-squash/{branch}     replaces the branch's history by one commit
     GET  /api/{type}s/{repo}[/revision/{rev}]          repo info: id, sha, private, siblings, cardData
     GET  /api/{type}s/{repo}/tree/{rev}[/{path}]       [{"type", "oid", "size", "path", "lfs"?}]
     GET  /api/{type}s/{repo}/commits/{rev}             [{"id", "title", "message", "authors", "date"}]
     GET  /api/{type}s/{repo}/refs                      {"branches", "converts", "tags", "pullRequests"}
+                                                       (pull requests listed with `?include_prs=1`)
     GET  /api/{type}s/{repo}/lfs-files                 [{"fileOid", "oid", "size", "pushedAt", "filename", "ref"}]
     POST /api/{type}s/{repo}/lfs-files/batch           {"deletions": {"sha": [...], "rewriteHistory"}}
     HEAD/GET /{prefix}{repo}/resolve/{rev}/{path}      bytes; ETag, X-Repo-Commit, X-Linked-Etag/-Size (LFS)
@@ -27,15 +31,21 @@ huggingface.co. Keep it that way when extending it: mirror the real JSON, never 
 
 Storage model, as on the Hub: files matching `lfs_patterns` (the Hub's default `.gitattributes`,
 which every new repo gets in its initial commit) are uploaded through the LFS batch API and kept in
-a per-repo LFS store; the others are git blobs. Commits are kept until no branch reaches them
-(after a super-squash the old ones are dropped, with the git blobs only they used: the Hub's garbage
-collection, done at once). LFS objects, as on the Hub, outlive the commits that referenced them
+a per-repo LFS store; the others are git blobs. Refs are branches, tags and pull requests
+(`refs/pr/N`, opened by a commit with `create_pr`; `revision="refs/pr/N"` resolves and commits to one).
+Commits are kept until no ref reaches them (after a super-squash of a branch its old commits are
+dropped unless a tag or pull request still reaches them, with the git blobs only they used: the Hub's
+garbage collection, done at once). LFS objects, as on the Hub, outlive the commits that referenced them
 until `permanently_delete_lfs_files` removes them: a squash alone leaves their bytes on the server.
 
-Not modelled: Xet storage (the client must run with `HF_HUB_DISABLE_XET=1` so that it uses the LFS
-batch API when the server asks for "lfs"), pull requests, tags and extra branches (never created
-here), private-repo access control, pagination (everything fits in one page). The body of the
-super-squash reply (`{"commitId"}`) is a guess; the client ignores it.
+Not modelled: Xet storage. With `hf_xet` installed, huggingface_hub uploads through Xet (a token from
+`/xet-write-token`, then xorbs and shards to a CAS server): this server answers those 404, so a client
+upload succeeds only through the LFS batch API, which spm_hf's pushes use deliberately
+(`spm_hf.hub.lfs_transfer`). Downloads need nothing: the server sends no Xet headers, so the client
+fetches plain HTTP. Also not modelled: discussions (a pull request is its ref and its URL only),
+merging pull requests, private-repo access control, pagination (everything fits in one page). The
+body of the super-squash reply (`{"commitId"}`) and the `name` of a pull request in the refs listing
+(`refs/pr/N`) are guesses; the client reads neither.
 
 `FakeHub.retained_bytes(repo_id)` yields everything the server still holds for a repo (every file of
 every commit it keeps, every git blob, every LFS object) so a test can audit it byte by byte.
@@ -114,6 +124,8 @@ class Repo:
     id: str
     private: bool
     branches: dict[str, str] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    pull_requests: dict[int, str] = field(default_factory=dict)  # N of refs/pr/N -> its head commit
     commits: dict[str, Commit] = field(default_factory=dict)
     blobs: dict[str, bytes] = field(default_factory=dict)  # git blobs (regular files and LFS pointers)
     lfs: dict[str, dict] = field(default_factory=dict)  # sha256 -> {"data", "pushedAt", "filename", "ref"}
@@ -289,7 +301,11 @@ class FakeHub:
 
     def _resolve(self, repo: Repo, revision: str) -> Commit:
         revision = unquote(revision)
-        oid = repo.branches.get(revision)
+        name = revision.removeprefix("refs/heads/").removeprefix("refs/tags/")
+        oid = repo.branches.get(name) or repo.tags.get(name)
+        pr = re.fullmatch(r"refs/pr/(\d+)", revision)
+        if pr and int(pr.group(1)) in repo.pull_requests:
+            oid = repo.pull_requests[int(pr.group(1))]
         if oid is None and revision in repo.commits:
             oid = revision
         if oid is None:
@@ -308,16 +324,21 @@ class FakeHub:
 
     def _commit(self, repo: Repo, branch: str, files: dict[str, Entry], title: str, message: str = "",
                 parents: list[str] | None = None) -> Commit:
-        parent = repo.branches.get(branch)
+        """A new commit on `branch` (a branch name or `refs/pr/N`), which then points at it."""
+        pr = re.fullmatch(r"refs/pr/(\d+)", branch)
+        parent = repo.pull_requests.get(int(pr.group(1))) if pr else repo.branches.get(branch)
         commit = Commit(self._new_oid(repo.id, title), parents if parents is not None else ([parent] if parent else []),
                         title, message, _now(), files)
         repo.commits[commit.oid] = commit
-        repo.branches[branch] = commit.oid
+        if pr:
+            repo.pull_requests[int(pr.group(1))] = commit.oid
+        else:
+            repo.branches[branch] = commit.oid
         return commit
 
     def _gc(self, repo: Repo) -> None:
-        """Drop commits no branch reaches, and git blobs no kept commit uses (LFS objects stay)."""
-        reachable, todo = set(), list(repo.branches.values())
+        """Drop commits no ref reaches, and git blobs no kept commit uses (LFS objects stay)."""
+        reachable, todo = set(), [*repo.branches.values(), *repo.tags.values(), *repo.pull_requests.values()]
         while todo:
             oid = todo.pop()
             if oid not in reachable:
@@ -402,19 +423,31 @@ class FakeHub:
             if method == "GET" and action == "commits":
                 return self._commits(repo, arg or "main")
             if method == "GET" and action == "refs":
-                return 200, {}, {"branches": [{"name": b, "ref": f"refs/heads/{b}", "targetCommit": oid}
-                                              for b, oid in repo.branches.items()],
-                                 "converts": [], "tags": [], "pullRequests": []}
+                return 200, {}, self._refs(repo, query.get("include_prs", ["0"])[0] in ("1", "true", "True"))
             if method == "GET" and action == "lfs-files":
                 return 200, {}, [{"fileOid": sha, "oid": sha, "size": len(obj["data"]), "pushedAt": obj["pushedAt"],
                                   "filename": obj["filename"], "ref": obj["ref"]} for sha, obj in repo.lfs.items()]
+            if method == "DELETE" and action in ("branch", "tag"):
+                self._require_token(headers)
+                refs = repo.branches if action == "branch" else repo.tags
+                name = unquote(arg)
+                if name not in refs or (action == "branch" and name == "main"):
+                    raise HubError(404 if name not in refs else 403, f"cannot delete {action} {name!r}")
+                del refs[name]
+                self._gc(repo)
+                return 200, {}, {}
             if method == "POST":
                 self._require_token(headers)
                 payload_json = json.loads(body) if action != "commit" and body else None
+                if action == "branch":
+                    return self._create_branch(repo, unquote(arg), payload_json or {})
+                if action == "tag":
+                    return self._create_tag(repo, unquote(arg), payload_json or {})
                 if action == "preupload":
                     return self._preupload(repo, arg, payload_json)
                 if action == "commit":
-                    return self._apply_commit(repo, unquote(arg), body)
+                    create_pr = query.get("create_pr", ["0"])[0] in ("1", "true", "True")
+                    return self._apply_commit(repo, unquote(arg), body, create_pr)
                 if action == "super-squash":
                     return self._super_squash(repo, unquote(arg), payload_json or {})
                 if action == "lfs-files" and arg == "batch":
@@ -480,8 +513,36 @@ class FakeHub:
             commit = repo.commits.get(commit.parents[0]) if commit.parents else None
         return 200, {}, out
 
+    def _refs(self, repo: Repo, include_prs: bool) -> dict:
+        def info(name, ref, oid):
+            return {"name": name, "ref": ref, "targetCommit": oid}
+
+        out = {"branches": [info(b, f"refs/heads/{b}", oid) for b, oid in repo.branches.items()], "converts": [],
+               "tags": [info(t, f"refs/tags/{t}", oid) for t, oid in repo.tags.items()]}
+        out["pullRequests"] = ([info(f"refs/pr/{n}", f"refs/pr/{n}", oid) for n, oid in sorted(repo.pull_requests.items())]
+                               if include_prs else [])
+        return out
+
+    def _create_branch(self, repo: Repo, branch: str, payload: dict):
+        if branch in repo.branches:
+            raise HubError(409, f"Reference already exists: refs/heads/{branch}")
+        if branch.startswith("refs/") or not re.fullmatch(r"[\w.\-/]+", branch):
+            raise HubError(400, f"Invalid reference for a branch: {branch}")
+        repo.branches[branch] = self._resolve(repo, payload.get("startingPoint") or "main").oid
+        return 200, {}, {}
+
+    def _create_tag(self, repo: Repo, revision: str, payload: dict):
+        tag = payload.get("tag") or ""
+        if tag in repo.tags:
+            raise HubError(409, f"Tag already exists: {tag}")
+        repo.tags[tag] = self._resolve(repo, revision).oid
+        return 200, {}, {}
+
     def _preupload(self, repo: Repo, revision: str, payload: dict):
-        head = repo.commits[repo.branches["main"]] if "main" in repo.branches else None
+        try:
+            head = self._resolve(repo, revision)
+        except HubError:  # a branch the commit will create is compared with nothing
+            head = None
         files = []
         for f in payload["files"]:
             lfs = self._is_lfs(f["path"]) and f.get("size", 0) > 0
@@ -514,12 +575,20 @@ class FakeHub:
             repo.lfs.setdefault(oid, {"data": body, "pushedAt": _now(), "filename": None, "ref": "refs/heads/main"})
         return 200, {}, b""
 
-    def _apply_commit(self, repo: Repo, revision: str, body: bytes):
+    def _apply_commit(self, repo: Repo, revision: str, body: bytes, create_pr: bool = False):
         lines = [json.loads(line) for line in body.splitlines() if line.strip()]
         header = next((item["value"] for item in lines if item["key"] == "header"), {})
         branch = revision
         parent = self._resolve(repo, branch)
-        if header.get("parentCommit") and header["parentCommit"] != parent.oid:
+        if create_pr:
+            # a new pull request against `revision`, from `parentCommit` when given (the Hub's rule: the PR is
+            # created from that commit), else from the revision's head; the branch does not move
+            if header.get("parentCommit"):
+                parent = self._resolve(repo, header["parentCommit"])
+            number = max([*repo.pull_requests, 0]) + 1
+            repo.pull_requests[number] = parent.oid
+            branch = f"refs/pr/{number}"
+        elif header.get("parentCommit") and header["parentCommit"] != parent.oid:
             raise HubError(412, "A commit has happened since. Please refresh and try again.")
         files = dict(parent.files)
         for item in lines:
@@ -547,7 +616,8 @@ class FakeHub:
                 files = {p: e for p, e in files.items() if not p.startswith(folder)}
         commit = self._commit(repo, branch, files, header.get("summary") or "update", header.get("description") or "")
         prefix = "" if repo.type == "model" else f"{repo.type}s/"
-        return 200, {}, {"success": True, "commitOid": commit.oid, "pullRequestUrl": None,
+        pr_url = f"{self.url}/{prefix}{repo.id}/discussions/{branch.rsplit('/', 1)[1]}" if create_pr else None
+        return 200, {}, {"success": True, "commitOid": commit.oid, "pullRequestUrl": pr_url,
                          "commitUrl": f"{self.url}/{prefix}{repo.id}/commit/{commit.oid}"}
 
     def _super_squash(self, repo: Repo, branch: str, payload: dict):

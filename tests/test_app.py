@@ -50,7 +50,7 @@ def folders(tmp_path_factory):
     images = torch.randint(0, 256, (GEN_ITEMS, 3, 8, 8), dtype=torch.uint8, generator=g)
     ids = [f"train/{i:05d}" for i in range(GEN_ITEMS)]
     memory = ImageSampleMemory.from_images(images, torch.arange(GEN_ITEMS) % len(CLASSES), ids, CLASSES)
-    unet = SPMUNet2DModel.from_preset("tiny", num_class_embeds=len(CLASSES)).eval()
+    unet = SPMUNet2DModel.from_architecture("unet-tiny", num_class_embeds=len(CLASSES)).eval()
     make_pipeline(unet, memory).save_pretrained(root / "generator")
     (root / "examples").mkdir()
     rng = np.random.default_rng(0)
@@ -205,7 +205,7 @@ def test_load_models_refuses_a_pair_whose_classes_differ(folders, tmp_path):
     names = ["ant", "bee", "cow"]
     images = torch.zeros(6, 3, 8, 8, dtype=torch.uint8)
     memory = ImageSampleMemory.from_images(images, torch.arange(6) % 3, [f"t/{i}" for i in range(6)], names)
-    make_pipeline(SPMUNet2DModel.from_preset("tiny", num_class_embeds=3), memory).save_pretrained(tmp_path)
+    make_pipeline(SPMUNet2DModel.from_architecture("unet-tiny", num_class_embeds=3), memory).save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="classes"):
         app.load_models(str(folders / "classifier"), str(tmp_path), "cpu")
 
@@ -247,7 +247,7 @@ def test_spm_hf_app_trains_the_quick_presets_only_when_missing(tmp_path, monkeyp
     folders = app.ensure_models(str(tmp_path), "cifar10", generator_minutes=5)
     assert folders == (str(tmp_path / "cifar10-classifier"), str(tmp_path / "cifar10-generator"))
     assert calls == [("classifier", "quick", {"dataset": "cifar10", "resume": False}),
-                     ("generator", "cifar10-cpu", {"resume": None, "max_minutes": 5})]
+                     ("generator", "gen-cifar10-cpu", {"resume": None, "max_minutes": 5})]
     assert app.ensure_models(str(tmp_path), "cifar10") == folders and len(calls) == 2
     with pytest.raises(ValueError, match="cifar10"):
         app.ensure_models(str(tmp_path), "imagenet")
@@ -286,3 +286,51 @@ def test_browser_forget_updates_top5_and_regenerates_the_grid(url, tmp_path):
     assert result["classification_update_s"] < 5  # the recorded number (docs/results.md) is on the real models
     for name in ("before.png", "after.png"):
         assert Image.open(tmp_path / name).size[0] >= 1000
+
+
+def test_the_first_test_image_is_one_the_classifier_gets_right(models, folders, tmp_path):
+    image = Image.open(folders / "examples" / "cat-0.png")
+    probabilities = app.class_probabilities(models.classifier, app.prepare_image(image, models.classifier.image_processor))
+    predicted = max(probabilities, key=probabilities.get)
+    wrong = next(name for name in CLASSES if name != predicted)
+    for name in (wrong, predicted):  # the same image under a wrong and under the right name
+        image.save(tmp_path / f"{name}-0.png")
+    examples = [tmp_path / f"{wrong}-0.png", tmp_path / f"{predicted}-0.png"]
+    assert app.default_example(models.classifier, examples) == examples[1]
+    assert app.default_example(models.classifier, examples[:1]) == examples[0]  # none right: the first
+    assert app.default_example(models.classifier, []) is None
+
+
+def test_the_receipt_table_is_one_column_per_memory():
+    receipts = {kind: type("Receipt", (), dict(num_removed=n, seconds=0.00123, digest_before="ab" * 32,
+                                               digest_after="cd" * 32, removed_per_class={"cat": n},
+                                               num_trained_on=n, num_memory_only=0))()
+                for kind, n in (("classifier", 5000), ("generator", 12))}
+    lines = app.receipt_markdown(["cat"], receipts, None).splitlines()
+    table = [line for line in lines if line.startswith("|")]
+    assert table == ["| memory | classifier | generator |", "|---|---:|---:|", "| removed | 5,000 | 12 |",
+                     "| ms | 1.23 | 1.23 |", "| digest before | `abababab` | `abababab` |",
+                     "| digest after | `cdcdcdcd` | `cdcdcdcd` |"]
+
+
+@pytest.mark.parametrize("viewport", [(1400, 1000), (390, 844)], ids=["desktop", "phone"])
+def test_browser_first_sight_at_desktop_and_phone_widths(url, models, folders, tmp_path, viewport):
+    """What a visitor sees first, measured in Chromium: the 32 px test image drawn large and pixelated, no
+    table cell cut or overflowing, one grid row per class, nothing scrolling sideways."""
+    bench, chromium = _browser_or_skip()
+    result = bench.forget_in_browser(url, "cat", chromium, str(tmp_path / "before.png"), str(tmp_path / "after.png"),
+                                     timeout_s=60, viewport=viewport)
+    for when, layout in result["layout"].items():
+        assert layout["image"]["natural_width"] == 32 and layout["image"]["width"] >= 150, (when, layout)
+        assert layout["image"]["rendering"] == "pixelated"
+        assert layout["memory_table_cut"] == [] and layout["memory_table_overflow"] == 0, (when, layout)
+        assert layout["grid_columns"] == IMAGES_PER_CLASS and layout["grid_overflow"] <= 0, (when, layout)
+        assert layout["page_overflow"] == 0, (when, layout)
+    after = result["layout"]["after_forget"]
+    assert after["receipt_headers"] == ["memory", "classifier", "generator"]
+    assert after["receipt_cut"] == [] and after["receipt_overflow"] == 0, after
+    # the image shown first is `default_example`'s: the top-5 headline is its prediction
+    first = app.default_example(models.classifier, app.find_examples(models.label_names, str(folders / "examples")))
+    probabilities = app.class_probabilities(models.classifier,
+                                            app.prepare_image(Image.open(first), models.classifier.image_processor))
+    assert result["layout"]["first_sight"]["top5_first"] == max(probabilities, key=probabilities.get)

@@ -124,8 +124,9 @@ def test_benchmark_rerun_reuses_the_cached_models(benchmark_run, capsys):
 
 
 def test_benchmark_rejects_unknown_scenarios_and_methods(tmp_path):
-    with pytest.raises(ValueError, match="unknown scenarios"):
+    with pytest.raises(SystemExit, match="unknown scenarios") as exit_info:  # spm-hf: one line, exit status 2
         main(["benchmark", "unlearning", "--scenario", "dogs", "--output-dir", str(tmp_path)])
+    assert exit_info.value.code == 2 and isinstance(exit_info.value.__cause__, ValueError)
     from spm_hf.evaluation.benchmark import run_scenario
 
     with pytest.raises(ValueError, match="unknown unlearning methods"):
@@ -139,13 +140,76 @@ def test_generator_oracle_is_trained_without_the_class_and_has_no_memory_of_it(t
     images = torch.randint(0, 256, (24, 3, 8, 8), dtype=torch.uint8, generator=g)
     labels = torch.arange(24) % 3
     ids = [f"train/{i:05d}" for i in range(24)]
-    pipe = train_generator("tiny", str(tmp_path / "g"), images=images, labels=labels, ids=ids,
+    pipe = train_generator("gen-tiny", str(tmp_path / "g"), images=images, labels=labels, ids=ids,
                            label_names=["ant", "bee", "cow"], max_steps=2, exclude_classes=("bee",),
                            show_progress=False)
     counts = pipe.memory.class_counts()
     assert counts == {"ant": 8, "bee": 0, "cow": 8}
     assert pipe.unet.config.num_class_embeds == 3  # the class keeps its (untrained) embedding
     with pytest.raises(ValueError, match="'dog' is not one of"):
-        train_generator("tiny", str(tmp_path / "h"), images=images, labels=labels, ids=ids,
+        train_generator("gen-tiny", str(tmp_path / "h"), images=images, labels=labels, ids=ids,
                         label_names=["ant", "bee", "cow"], max_steps=1, exclude_classes=("dog",),
                         show_progress=False)
+
+
+# ---------------------------------------------------------------------- exact forgetting by design (core split)
+def test_core_scenarios_forget_memory_only_rows():
+    ids = [f"train/{i:05d}" for i in range(1000)]
+    labels = torch.arange(1000) % 5
+    scenario = SCENARIOS["memory-only-random-10"]
+    core = scenario.core_rows(labels, NAMES, ids)
+    forget = scenario.forget_indices(labels, NAMES, ids)
+    assert len(forget) == 100 and not core[forget].any() and torch.equal(forget, forget.sort().values)
+    assert torch.equal(forget, scenario.forget_indices(labels, NAMES, ids))  # seeded
+    with pytest.raises(ValueError, match="pass ids="):
+        scenario.forget_indices(labels, NAMES)
+    unseen = SCENARIOS["unseen-cat"]
+    assert unseen.core_label == "core without cat" and scenario.core_label == "core 50 %"
+    assert not unseen.core_rows(labels, NAMES, ids)[unseen.forget_indices(labels, NAMES)].any()
+    with pytest.raises(ValueError, match="must be excluded from the core"):
+        Scenario("x", classes=("cat",), core_fraction=0.5)
+    with pytest.raises(ValueError, match="only 0 are not core"):
+        Scenario("x", fraction=0.1, core_fraction=1.0).forget_indices(labels, NAMES, ids)
+
+
+def test_core_scenarios_add_the_core_spm_and_its_oracles_and_old_caches_stay_valid(tmp_path):
+    names = [s.name for s in required_models(["unseen-cat"])]
+    assert names[-3:] == ["spm-core-unseen-cat-original-seed0", "spm-core-unseen-cat-retrain-seed0",
+                          "spm-core-unseen-cat-retrain-seed1"]
+    assert names[:6] == [s.name for s in required_models(["cat"])][:2] + names[2:6]
+    # settings added to the preset after models were cached change the cache folder only when set
+    root = cache_root(str(tmp_path), "tiny")
+    assert root == cache_root(str(tmp_path), "tiny", {"core_fraction": None, "fusion": "relation"})
+    assert root != cache_root(str(tmp_path), "tiny", {"fusion": "cosine_prototype"})
+
+
+@pytest.fixture(scope="module")
+def memory_only_run(tmp_path_factory, one_torch_thread):
+    root = tmp_path_factory.mktemp("bench-core")
+    argv = ["benchmark", "unlearning", "--preset", "tiny", "--scenario", "memory-only-random-10", "--methods", "FT",
+            "--epochs", "1", "--max-train-samples", "200", "--max-test-samples", "60",
+            "--output-dir", str(root / "out"), "--cache-dir", str(root / "cache"), "--no-progress"]
+    assert main(argv) == 0
+    return json.loads((root / "out" / "memory-only-random-10" / "results.json").read_text()), root
+
+
+def test_memory_only_deletion_equals_its_oracle_beside_the_trained_on_rows(memory_only_run):
+    report, root = memory_only_run
+    assert report["sizes"]["forget"] == 20 and report["sizes"]["forget"] + report["sizes"]["retain"] == 200
+    by = {r["method"]: r for r in report["rows"]}
+    assert list(by)[:4] == ["SPM core 50 %: no unlearning", "SPM core 50 %: delete from memory (memory-only)",
+                            "SPM core 50 %: retrain (oracle, seed 0)", "SPM core 50 %: retrain (seed 1)"]
+    assert {"SPM: delete from memory", "Parametric: FT", "Parametric: retrain (oracle, seed 0)"} <= set(by)
+    core = by["SPM core 50 %: delete from memory (memory-only)"]
+    assert core["gap"] == 0.0 and core["avg_gap"] == 0.0 and core["exact"] and core["memory_only"] == 20
+    assert all(split["hard"] == 0.0 for name, split in core["gap_per_split"].items() if name in ("forget", "retain", "test"))
+    assert not by["SPM: delete from memory"]["exact"]  # the same rows, trained on by the full-data SPM
+    exactness = report["exactness"]
+    assert exactness["weights_equal"] and exactness["memory_digest_equal"] and exactness["max_abs_logprob_diff"] == 0.0
+    assert report["checks"]["core_exact"] and report["checks"]["core_gap"] == 0.0
+    # the probe audit: every row has one, and the core model's encoder is its oracle's
+    assert all(set(r["probe"]) == {"forget", "reference"} for r in report["rows"])
+    assert core["probe"] == by["SPM core 50 %: retrain (oracle, seed 0)"]["probe"]
+    assert report["checks"]["probe_forget"]["Parametric: FT"] == by["Parametric: FT"]["probe"]["forget"]
+    table = (root / "out" / "memory-only-random-10" / "results.md").read_text()
+    assert "weights bitwise equal True, memory digest equal True" in table and "probe forget / reference" in table

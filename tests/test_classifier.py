@@ -9,7 +9,7 @@ import textwrap
 import numpy as np
 import pytest
 import torch
-from conftest import CLASSES, make_config, make_memory
+from conftest import CLASSES, HIDE_SPM_HF, make_config, make_memory
 from PIL import Image
 
 from spm_hf import (
@@ -30,7 +30,7 @@ def assert_same_logprobs(a: torch.Tensor, b: torch.Tensor, atol: float = 1e-5) -
 
 
 def retained_memory(memory: SampleMemory, forgotten_ids: set[str], forgotten_classes: set[int]) -> SampleMemory:
-    fresh = SampleMemory(memory.label_names, memory.value_shape, salt=memory.salt)
+    fresh = SampleMemory(memory.label_names, memory.value_shape)
     keep = [
         r
         for r, (i, y) in enumerate(zip(memory.ids, memory.labels.tolist()))
@@ -79,11 +79,12 @@ def test_forget_equals_a_memory_built_from_the_retained_samples(mode, backend, i
 
 def test_knn_mode_uses_each_querys_own_neighbourhood(images):
     torch.manual_seed(0)
-    model = SPMForImageClassification(make_config(memory_mode="knn", knn_k=7)).eval()
+    model = SPMForImageClassification(make_config(memory_mode="knn", knn_k=7,
+                                                  knn_aggregation="neighbourhood_means")).eval()
     model.set_memory(make_memory(n=80))
     with torch.no_grad():
         out = model(images)
-        rows = out.neighbor_rows
+        rows = out.neighbor_keys  # keys equal rows in a memory that has forgotten nothing
         assert rows.shape == (6, 7)
         # recompute query 2 alone: its prototypes come from its own 7 neighbours only
         q = out.embeddings[2:3]
@@ -96,6 +97,43 @@ def test_knn_mode_uses_each_querys_own_neighbourhood(images):
         means = torch.stack([model.memory.values[own][labels == c].mean(0) if present[c] else torch.zeros(16) for c in range(5)])
         expected = model.fusion(q, means, present)
         assert_same_logprobs(out.logits[2:3], expected)
+
+
+@pytest.mark.parametrize("fusion", ["relation", "cosine_prototype"])
+def test_knn_neighbour_softmax_sums_each_classs_neighbours(images, fusion):
+    """The default `knn` reading: every neighbour is a prototype of its own; a class's probability is the sum
+    of the fusion's probabilities of its neighbours; a class with no neighbour has probability exactly 0."""
+    torch.manual_seed(0)
+    model = SPMForImageClassification(make_config(memory_mode="knn", knn_k=7, fusion=fusion)).eval()
+    model.set_memory(make_memory(n=80))
+    assert model.config.knn_aggregation == "neighbour_softmax"
+    with torch.no_grad():
+        out = model(images)
+        for query in range(len(images)):
+            q = out.embeddings[query : query + 1]
+            own = torch.topk(((model.memory.values - q) ** 2).sum(1), 7, largest=False).indices
+            assert set(own.tolist()) == set(out.neighbor_keys[query].tolist())
+            values, labels = model.memory.values[own], model.memory.labels[own]
+            per_neighbour = model.fusion(q, values[None], torch.ones(1, 7, dtype=torch.bool)).exp()[0]
+            expected = torch.full((5,), float("-inf"))
+            for c in labels.unique().tolist():
+                expected[c] = per_neighbour[labels == c].sum().log()
+            assert_same_logprobs(out.logits[query], expected)
+        assert torch.allclose(out.logits.exp().sum(1), torch.ones(len(images)), atol=1e-5)
+
+
+def test_cosine_prototype_fusion_has_no_parameter_and_a_fixed_temperature(images):
+    torch.manual_seed(0)
+    model = SPMForImageClassification(make_config(fusion="cosine_prototype", fusion_temperature=0.5)).eval()
+    model.set_memory(make_memory())
+    assert list(model.fusion.parameters()) == [] and not any(k.startswith("fusion.") for k in model.state_dict())
+    with torch.no_grad():
+        out = model(images)
+        means, present = model.memory.class_means()
+        cos = torch.nn.functional.normalize(out.embeddings, dim=-1) @ torch.nn.functional.normalize(means, dim=-1).T
+        assert_same_logprobs(out.logits, torch.log_softmax(cos / 0.5, dim=-1))
+        model.forget(classes=["cat"])
+        assert torch.all(model(images).logits[:, 3] == float("-inf"))
 
 
 def test_several_experts_are_gated_and_trainable(images):
@@ -233,14 +271,9 @@ def test_trust_remote_code_loads_where_spm_hf_is_not_importable(model, images, t
     torch.save({"images": images}, tmp_path.parent / "inputs.pt")  # test input only, not a saved artifact
     with torch.no_grad():
         expected = model(images).logits
-    script = textwrap.dedent(
+    script = HIDE_SPM_HF + textwrap.dedent(
         f"""
-        import importlib.abc, sys, json
-        class Block(importlib.abc.MetaPathFinder):
-            def find_spec(self, name, path=None, target=None):
-                if name == "spm_hf" or name.startswith("spm_hf."):
-                    raise ImportError("spm_hf is hidden in this process")
-        sys.meta_path.insert(0, Block())
+        import json, sys
         try:
             import spm_hf
             raise SystemExit("spm_hf should not be importable here")

@@ -1,6 +1,6 @@
 """The semi-parametric diffusion generator: UNet, memory component, pipeline, support cache, training.
 
-Everything runs the `tiny` preset on small synthetic uint8 images (8x8, three classes).
+Everything runs the `gen-tiny` preset (`unet-tiny` UNet) on small synthetic uint8 images (8x8, three classes).
 """
 
 import glob
@@ -20,7 +20,7 @@ from spm_hf.generation import (
     ImageSampleMemory,
     SPMDiffusionPipeline,
     SPMUNet2DModel,
-    UNET_PRESETS,
+    UNET_ARCHITECTURES,
     make_pipeline,
 )
 from spm_hf.cli import build_parser
@@ -49,14 +49,14 @@ def make_data(n: int = N, seed: int = 0):
     return images, labels, ids
 
 
-def make_memory(n: int = N, seed: int = 0, salt: str = "5a17") -> ImageSampleMemory:
+def make_memory(n: int = N, seed: int = 0) -> ImageSampleMemory:
     images, labels, ids = make_data(n, seed)
-    return ImageSampleMemory.from_images(images, labels, ids, NAMES, salt=salt)
+    return ImageSampleMemory.from_images(images, labels, ids, NAMES)
 
 
 def make_unet(seed: int = 0) -> SPMUNet2DModel:
     torch.manual_seed(seed)
-    return SPMUNet2DModel.from_preset("tiny", num_class_embeds=len(NAMES)).eval()
+    return SPMUNet2DModel.from_architecture("unet-tiny", num_class_embeds=len(NAMES)).eval()
 
 
 def make_pipe(memory=None, unet=None) -> SPMDiffusionPipeline:
@@ -86,7 +86,7 @@ def trained_dir(tmp_path_factory):
     """A tiny pipeline trained for a few steps with a checkpoint, saved by `train_generator`."""
     out = str(tmp_path_factory.mktemp("gen") / "tiny")
     images, labels, ids = make_data()
-    train_generator("tiny", out, images=images, labels=labels, ids=ids, label_names=NAMES, max_steps=4,
+    train_generator("gen-tiny", out, images=images, labels=labels, ids=ids, label_names=NAMES, max_steps=4,
                     checkpoint_every=2, eval_every=4, show_progress=False)
     return out
 
@@ -172,7 +172,7 @@ def test_resume_continues_exactly(trained_dir, tmp_path):
     assert latest_checkpoint(trained_dir).endswith("checkpoint-0000004") and os.path.isdir(ckpt)
     saved = {os.path.relpath(p, ckpt) for p in glob.glob(os.path.join(ckpt, "**", "*"), recursive=True) if os.path.isfile(p)}
     assert all(p.endswith((".json", ".safetensors")) for p in saved), saved  # no pickle in checkpoints
-    resumed = train_generator("tiny", str(tmp_path / "r"), images=images, labels=labels, ids=ids, label_names=NAMES,
+    resumed = train_generator("gen-tiny", str(tmp_path / "r"), images=images, labels=labels, ids=ids, label_names=NAMES,
                               max_steps=4, resume=ckpt, save_pipeline=False, show_progress=False)
     straight = load(trained_dir)
     for (name, p), q in zip(straight.unet.named_parameters(), resumed.unet.parameters()):
@@ -190,7 +190,7 @@ def test_resume_rewinds_the_log_and_counts_earlier_time(trained_dir, tmp_path):
     meta = json.loads((ckpt / "checkpoint.json").read_text())
     seconds_at_2 = meta["train_state"]["seconds"]
     assert seconds_at_2 > 0
-    train_generator("tiny", str(out), resume=str(ckpt), **common)
+    train_generator("gen-tiny", str(out), resume=str(ckpt), **common)
     records = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2, 3, 4]
     # the log keeps seconds rounded to 0.01
@@ -199,7 +199,7 @@ def test_resume_rewinds_the_log_and_counts_earlier_time(trained_dir, tmp_path):
     # a checkpoint that already used an hour: a 30-minute budget stops the resumed run before any step
     meta["train_state"]["seconds"] = 3600.0
     (ckpt / "checkpoint.json").write_text(json.dumps(meta))
-    train_generator("tiny", str(out), resume=str(ckpt), max_minutes=30, **common)
+    train_generator("gen-tiny", str(out), resume=str(ckpt), max_minutes=30, **common)
     assert [json.loads(line)["step"] for line in (out / "train_log.jsonl").read_text().splitlines()] == [1, 2]
 
 
@@ -267,7 +267,7 @@ def test_cache_invalidated_by_weights_and_pruned_by_forget():
 def test_receipt_config_and_forget_by_id():
     pipe = make_pipe()
     ids = pipe.memory.ids
-    receipt = pipe.forget([ids[0], "cow"])  # positional: a sample id and a class name
+    receipt = pipe.forget(["cow"], ids=[ids[0]])  # positional: classes; samples by ids=
     assert receipt.removed_per_class == {"ant": 1, "bee": 0, "cow": 16}
     assert receipt.status_of(ids[0]) == "trained_on" and receipt.digest_after == pipe.memory.digest()
     assert receipt.digest_before != receipt.digest_after and receipt.seconds >= 0
@@ -347,7 +347,8 @@ def test_saved_files_hold_no_forgotten_bytes_or_ids_and_no_pickle(tmp_path):
     blobs = {}
     for path in glob.glob(str(tmp_path / "p" / "**" / "*"), recursive=True):
         if os.path.isfile(path):
-            assert path.endswith((".json", ".safetensors")) or os.path.basename(path) == "README.md", path
+            # weights, configs, the memory, the card, and the remote code diffusers loads without spm_hf
+            assert path.endswith((".json", ".safetensors", ".py")) or os.path.basename(path) == "README.md", path
             blobs[path] = open(path, "rb").read()
             assert not blobs[path].startswith(b"\x80") and b"PK\x03\x04" not in blobs[path][:4]  # no pickle / zip
     everything = b"".join(blobs.values())
@@ -436,13 +437,35 @@ def test_ddpm_scheduler_and_output_types(tmp_path):
     assert pt.shape == (2, 3, 8, 8) and 0 <= pt.min() and pt.max() <= 1
 
 
-def test_presets_build_and_shapes():
-    assert {"tiny", "mnist-cpu", "cifar10-cpu", "cifar10-paper"} <= set(UNET_PRESETS)
-    unet = SPMUNet2DModel.from_preset("mnist-cpu", num_class_embeds=10)
+def test_architectures_build_and_shapes():
+    assert set(UNET_ARCHITECTURES) == {"unet-tiny", "unet-mnist-cpu", "unet-cifar10-cpu", "unet-cifar10-paper"}
+    unet = SPMUNet2DModel.from_architecture("unet-mnist-cpu", num_class_embeds=10)
     with torch.no_grad():
         out = unet(torch.randn(1, 1, 28, 28), 10, torch.tensor([3]), support_images=torch.randn(2, 1, 28, 28),
                    support_labels=torch.tensor([3, 3])).sample
     assert out.shape == (1, 1, 28, 28)
+
+
+def test_unet_architectures_are_named_apart_from_presets():
+    with pytest.raises(ValueError, match="unet-tiny, unet-mnist-cpu, unet-cifar10-cpu, unet-cifar10-paper"):
+        SPMUNet2DModel.from_architecture("gen-tiny")
+
+
+def test_a_folder_trained_under_a_former_preset_name_still_loads(trained_dir, tmp_path):
+    """Loading reads the saved configs, never the preset table: a folder whose training_config.json names a
+    preset that no longer exists (and lacks `unet_architecture`) loads, generates the same images and saves."""
+    old = copy_of(trained_dir, tmp_path)
+    config_path = os.path.join(old, "training_config.json")
+    config = json.load(open(config_path))
+    assert config["preset"] == "gen-tiny" and config["unet_architecture"] == "unet-tiny"
+    config["preset"] = "tiny"
+    del config["unet_architecture"]
+    with open(config_path, "w") as f:
+        json.dump(config, f)
+    pipe = load(old)
+    assert np.array_equal(generate(pipe, seed=3), generate(load(trained_dir), seed=3))
+    pipe.save_pretrained(tmp_path / "resaved")
+    assert "--preset tiny" in (tmp_path / "resaved" / "README.md").read_text()
 
 
 def test_cli_commands_register_and_train(tmp_path):
@@ -454,7 +477,7 @@ def test_cli_commands_register_and_train(tmp_path):
 
     datasets.DatasetDict({"train": datasets.load_from_disk(str(tmp_path / "ds" / "train"))}).save_to_disk(str(tmp_path / "data"))
     parser = build_parser()
-    args = parser.parse_args(["train-generator", "--preset", "tiny", "--output-dir", str(tmp_path / "out"),
+    args = parser.parse_args(["train-generator", "--preset", "gen-tiny", "--output-dir", str(tmp_path / "out"),
                               "--dataset", str(tmp_path / "data"), "--max-steps", "2", "--no-progress"])
     assert args.func(args) == 0
     pipe = load(tmp_path / "out")
@@ -507,7 +530,7 @@ def test_evaluate_generator_report_and_grids(tmp_path, capsys):
     from spm_hf.evaluation.generator import evaluate_generator
 
     torch.manual_seed(0)
-    unet = SPMUNet2DModel.from_preset("tiny", sample_size=32, num_class_embeds=10).eval()
+    unet = SPMUNet2DModel.from_architecture("unet-tiny", sample_size=32, num_class_embeds=10).eval()
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (30, 3, 32, 32), dtype=torch.uint8, generator=g)
     labels = torch.arange(30) % 10
@@ -639,9 +662,10 @@ def test_spm_classifier_folder_as_judge(tmp_path):
 def test_mnist_preset_trains_a_one_channel_judge(tmp_path):
     """The `mnist` classifier preset (a few hundred digits here) gives a 1x28x28 judge of MNIST's classes."""
     from spm_hf.evaluation.judge import open_judge
-    from spm_hf.training.classifier import PRESETS, train_classifier
+    from spm_hf.training.classifier import train_classifier
+    from spm_hf.training.classifier_presets import CLASSIFIER_PRESETS
 
-    assert PRESETS["mnist"].dataset == "mnist" and not PRESETS["mnist"].augment  # a flipped digit is another shape
+    assert CLASSIFIER_PRESETS["mnist"].dataset == "mnist" and not CLASSIFIER_PRESETS["mnist"].augment  # a flipped digit is another shape
     train_classifier("mnist", str(tmp_path / "judge"), show_progress=False, epochs=1, max_train_samples=256,
                      max_test_samples=64, memory_samples=256, head_steps=5)
     judge = open_judge(str(tmp_path / "judge"))
@@ -658,7 +682,7 @@ def test_memory_derived_class_embedding_reads_only_the_label_matched_support():
     the query's label; other labels' items do not matter, and a dropped (unconditional) query gets the zero
     prototype."""
     torch.manual_seed(0)
-    unet = SPMUNet2DModel.from_preset("tiny", num_class_embeds=3).eval()
+    unet = SPMUNet2DModel.from_architecture("unet-tiny", num_class_embeds=3).eval()
     assert unet.support_embedding is not None
     with torch.no_grad():  # a visible contribution (the last layer of a fresh MLP is small)
         unet.support_embedding[-1].weight.mul_(50)

@@ -3,9 +3,10 @@
 The Hub client runs in subprocesses: `HF_ENDPOINT` and `HF_HUB_OFFLINE` are read when huggingface_hub is
 imported, and conftest has already imported it in this process with `HF_HUB_OFFLINE=1` (which must stay
 on for the rest of the suite). Each subprocess gets `HF_ENDPOINT=<fake hub>`, its own `HF_HOME` (a fresh
-cache, so "load by repo id" really downloads), a dummy token and `HF_HUB_DISABLE_XET=1` (the fake speaks
-the git-LFS batch API, not Xet). This process only builds the models, reads the server's state and
-scans its bytes.
+cache, so "load by repo id" really downloads) and a dummy token; `hf_xet` stays enabled, as a user's
+client has it: spm_hf's pushes send their files through Git LFS themselves (`spm_hf.hub.lfs_transfer`),
+which is what the fake speaks. This process only builds the models, reads the server's state and scans
+its bytes.
 
 Stages (module-scoped fixtures, run once in order): push both models -> load each by repo id in a
 fresh process and compare outputs -> forget and push (pipeline through the Python API, classifier
@@ -51,19 +52,15 @@ def hub():
     server.stop()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: tiny tensors, busy cores
 
 
 def run_client(hub, code: str, home, *, offline: bool = False, hide_spm_hf: bool = False, argv=None, cwd=None):
     """Run `code` (or `python -m spm_hf.cli argv`) as a Hub client of `hub`; returns the last stdout line
     parsed as JSON (or the whole CompletedProcess for argv runs)."""
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
-    env.update(HF_ENDPOINT=hub.url, HF_HOME=str(home), HF_TOKEN="hf_fake_token", HF_HUB_DISABLE_XET="1",
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PYTHONPATH", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HUB_DISABLE_XET")}
+    env.update(HF_ENDPOINT=hub.url, HF_HOME=str(home), HF_TOKEN="hf_fake_token",
                HF_HUB_OFFLINE="1" if offline else "0", HF_HUB_DISABLE_TELEMETRY="1", OMP_NUM_THREADS="1",
                HF_HUB_DISABLE_PROGRESS_BARS="1", TOKENIZERS_PARALLELISM="false")
     prelude = ""
@@ -100,9 +97,9 @@ def make_generator():
     images = torch.randint(0, 256, (30, 3, 8, 8), dtype=torch.uint8, generator=g)
     labels = torch.arange(30) % len(GEN_NAMES)
     ids = [f"train/{i:05d}" for i in range(30)]
-    memory = ImageSampleMemory.from_images(images, labels, ids, GEN_NAMES, salt="5a17")
+    memory = ImageSampleMemory.from_images(images, labels, ids, GEN_NAMES)
     torch.manual_seed(0)
-    unet = SPMUNet2DModel.from_preset("tiny", num_class_embeds=len(GEN_NAMES)).eval()
+    unet = SPMUNet2DModel.from_architecture("unet-tiny", num_class_embeds=len(GEN_NAMES)).eval()
     pipe = make_pipeline(unet, memory)
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -220,6 +217,7 @@ def reloaded_and_forgotten(hub, originals, pushed):
             "processor": type(clf.image_processor).__name__,
             "warnings": [str(w.message) for w in caught if issubclass(w.category, ForgetNotPropagatedWarning)],
             "kept_squashed": kept.squashed, "squashed": result.squashed, "purged": result.purged_lfs_files,
+            "kept_cache": str(kept.local_cache), "local_cache": str(result.local_cache),
         }}))
         """, root / "home-reload")
     ids_file = root / "ids.txt"
@@ -280,6 +278,41 @@ def test_forget_then_push_leaves_no_forgotten_row_image_or_id_in_any_revision(hu
         r = hub.repo(repo)
         head = r.commits[r.branches["main"]]
         assert set(r.lfs) == {e.lfs_sha256 for e in head.files.values() if e.lfs_sha256}
+
+
+def _cached_bytes(home, repo: str) -> list[tuple[str, bytes]]:
+    """`(path, bytes)` of every file the local Hugging Face cache under `home` keeps for `repo`."""
+    folder = home / "hub" / ("models--" + repo.replace("/", "--"))
+    return [(str(p), p.read_bytes()) for p in folder.rglob("*") if p.is_file()] if folder.exists() else []
+
+
+def test_forget_and_push_delete_the_old_revisions_from_the_local_cache(originals, reloaded_and_forgotten):
+    root, out = originals["root"], reloaded_and_forgotten
+    # the CLI path: `spm-hf forget --model REPO ... --push`
+    assert "local cache: removed" in out["cli"] and CLF_REPO in out["cli"]
+    assert find(originals["clf_needles"], _cached_bytes(root / "home-cli", CLF_REPO)) == set()
+    # the Python path: the first push (kept) was asked to keep nothing special, so it already purged; the
+    # second found nothing stale left to report
+    assert out["kept_cache"].startswith("local cache: removed") and out["local_cache"] == "None"
+    assert find(originals["gen_needles"], _cached_bytes(root / "home-reload", GEN_REPO)) == set()
+    # a repo that nothing was forgotten from stays cached
+    assert _cached_bytes(root / "home-reload", CLF_REPO)
+
+
+def test_keep_local_cache_warns_and_says_so(hub, originals, pushed, tmp_path):
+    out = run_client(hub, f"""
+        import json, warnings
+        from spm_hf import SPMForImageClassification
+        from spm_hf.hub import ForgetNotPropagatedWarning
+        clf = SPMForImageClassification.from_pretrained({CLF_REPO!r})
+        clf.forget(ids=[clf.memory.ids[3]])
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            report = clf.purge_local_cache(keep=True)
+        print(json.dumps({{"report": str(report), "kept": report.kept, "stale": clf.stale_local_cache is not None,
+                          "warned": any(issubclass(w.category, ForgetNotPropagatedWarning) for w in caught)}}))
+        """, tmp_path / "home-keep")
+    assert out["kept"] and out["stale"] and out["warned"] and "still holds" in out["report"]
 
 
 def test_cards_parse_validate_and_reflect_the_forget(hub, originals, reloaded_and_forgotten, tmp_path):
@@ -366,6 +399,236 @@ def test_pushed_classifier_loads_with_trust_remote_code_without_spm_hf(hub, orig
     assert out["cat_prob"] == 0.0 and out["scores"].get("cat", 0.0) == 0.0
     # without hub_cards/ the remote code writes the short built-in card, still from the live memory
     assert "2 forget events" in out["card"] and "bird 0" in out["card"] and "cat 0" in out["card"]
+
+
+def test_a_push_over_a_newer_push_fails_instead_of_undoing_it(hub, originals, pushed, tmp_path):
+    """Two clients load the same commit and forget different classes: the later push names the commit it
+    was loaded from as its parent, so it fails instead of bringing back the first push's class."""
+    race = f"{USER}/spm-race"
+    out = run_client(hub, f"""
+        import json
+        from spm_hf import SPMForImageClassification
+        from spm_hf.hub import RepoChangedError
+        SPMForImageClassification.from_pretrained({str(originals["root"] / "clf")!r}).push_to_hub({race!r})
+        first, second = (SPMForImageClassification.from_pretrained({race!r}) for _ in range(2))
+        first.forget(classes=["cat"])
+        first.push_to_hub({race!r})
+        second.forget(classes=["bird"])
+        try:
+            second.push_to_hub({race!r})
+            error = None
+        except RepoChangedError as e:
+            error = str(e)
+        first.forget(classes=["deer"])
+        first.push_to_hub({race!r})  # its own last push is the parent it names: accepted
+        second.push_to_hub({race!r} + "-copy")  # another repo: nothing to race with
+        head = SPMForImageClassification.from_pretrained({race!r}).memory.class_counts()
+        print(json.dumps({{"error": error, "head": head, "parent": second.hub_origin.commit}}))
+        """, tmp_path / "home-race")
+    assert out["error"] is not None and "has moved since commit" in out["error"] and "overwrite=True" in out["error"]
+    assert out["error"].startswith(f"{race}@main") and out["parent"][:12] in out["error"]
+    assert (out["head"]["cat"], out["head"]["deer"], out["head"]["bird"]) == (0, 0, 12)
+    copy = hub.repo(race + "-copy")
+    assert "sample_memory.json" in copy.commits[copy.branches["main"]].files
+
+
+def test_pushed_generator_loads_with_diffusers_remote_code_without_spm_hf(hub, originals, reloaded_and_forgotten,
+                                                                         tmp_path):
+    """`DiffusionPipeline.from_pretrained(repo_id, trust_remote_code=True)` where spm_hf is not installed: diffusers
+    downloads the pipeline's and its components' code with the weights and the memory, and generates the
+    images the pushed (forgotten) pipeline generates."""
+    expected = make_generator()
+    expected.forget(classes=[GEN_FORGET_CLASS], ids=GEN_FORGET_IDS)
+    want = expected(["ant", "bee"], num_inference_steps=2, support_size=4, generator=torch.Generator().manual_seed(0),
+                    output_type="np").images
+    out = run_client(hub, f"""
+        import json
+        import torch
+        from diffusers import DiffusionPipeline
+        pipe = DiffusionPipeline.from_pretrained({GEN_REPO!r}, trust_remote_code=True)
+        pipe.set_progress_bar_config(disable=True)
+        gen = pipe(["ant", "bee"], num_inference_steps=2, support_size=4, generator=torch.Generator().manual_seed(0),
+                   output_type="np").images
+        half = DiffusionPipeline.from_pretrained({GEN_REPO!r}, trust_remote_code=True, dtype=torch.float16)
+        print(json.dumps({{"module": type(pipe).__module__, "unet": type(pipe.unet).__module__, "gen": gen.tolist(),
+                          "state": [len(pipe.memory), pipe.memory.digest()], "cow": pipe.memory.class_counts()["cow"],
+                          "half": [str(half.dtype), str(half.unet.dtype)]}}))
+        """, tmp_path / "home-diffusers", hide_spm_hf=True)
+    assert out["module"].startswith("diffusers_modules.") and out["unet"].startswith("diffusers_modules.")
+    assert out["state"] == [originals["gen_after"]["n"], originals["gen_after"]["digest"]] and out["cow"] == 0
+    torch.testing.assert_close(torch.tensor(out["gen"]), torch.tensor(want))
+    assert out["half"] == ["torch.float16", "torch.float16"]
+
+
+def test_hf_xet_is_installed_and_our_pushes_take_the_lfs_path(hub, originals, tmp_path):
+    """The clients run as a user's does, with hf_xet installed and enabled: a plain huggingface_hub upload of a
+    large file then goes to Xet (which the test Hub does not speak: it answers 404), while spm_hf's pushes send
+    their files through Git LFS and leave huggingface_hub's switch as they found it."""
+    repo = f"{USER}/spm-xet-probe"
+    out = run_client(hub, f"""
+        import json
+        from huggingface_hub import HfApi
+        from huggingface_hub.utils._runtime import is_xet_available
+        from spm_hf.hub import push_folder
+        api = HfApi()
+        api.create_repo({repo!r}, exist_ok=True)
+        before = is_xet_available()
+        try:
+            api.upload_file(path_or_fileobj=b"0" * 64, path_in_repo="weights.safetensors", repo_id={repo!r})
+            plain = None
+        except Exception as e:
+            plain = type(e).__name__
+        result = push_folder({str(originals["root"] / "clf")!r}, {repo!r})
+        print(json.dumps({{"xet": before, "plain": plain, "commit": result.commit_oid, "xet_after": is_xet_available()}}))
+        """, tmp_path / "home-xet")
+    assert out["xet"] is True and out["xet_after"] is True
+    assert out["plain"] is not None and any(path.endswith(f"{repo}/xet-write-token/main") for _, path in hub.requests)
+    head = hub.repo(repo).commits[hub.repo(repo).branches["main"]]
+    assert out["commit"] == head.oid and "weights.safetensors" not in head.files
+    assert head.files["sample_memory.safetensors"].lfs_sha256 and head.files["model.safetensors"].lfs_sha256
+    assert any(path == f"/{repo}.git/info/lfs/objects/batch" for _, path in hub.requests)
+
+
+def test_a_push_keeps_the_users_remote_files_and_replaces_the_models_own(hub, originals, tmp_path):
+    """A push replaces what a save replaces: the folders it writes whole (a stale weight shard in `unet/` goes,
+    another variant's weights stay) and the memory; a file of the user's (`NOTES.md`) survives the push and
+    the squash after a forget; `delete_patterns="*"` makes the repo hold exactly the saved folder."""
+    repo = f"{USER}/spm-notes"
+    out = run_client(hub, f"""
+        import json
+        from huggingface_hub import HfApi
+        from spm_hf import SPMDiffusionPipeline
+        from spm_hf.hub import lfs_transfer
+        api = HfApi()
+        SPMDiffusionPipeline.from_pretrained({str(originals["root"] / "gen")!r}).push_to_hub({repo!r})
+        api.upload_file(path_or_fileobj=b"my notes", path_in_repo="NOTES.md", repo_id={repo!r})
+        with lfs_transfer():  # files a user (or an older save) put there
+            for path in ("unet/diffusion_pytorch_model-00002-of-00002.safetensors",
+                         "unet/diffusion_pytorch_model.fp16.safetensors", "memory/stale.safetensors"):
+                api.upload_file(path_or_fileobj=path.encode(), path_in_repo=path, repo_id={repo!r})
+        pipe = SPMDiffusionPipeline.from_pretrained({repo!r})
+        pipe.forget(classes=["cow"])
+        forgot = pipe.push_to_hub({repo!r})
+        after_forget = api.list_repo_files({repo!r})
+        mirror = pipe.push_to_hub({repo!r}, delete_patterns="*")
+        print(json.dumps({{"deleted": forgot.deleted_files, "squashed": forgot.squashed, "after": after_forget,
+                          "mirror_deleted": mirror.deleted_files, "final": api.list_repo_files({repo!r})}}))
+        """, tmp_path / "home-notes")
+    assert out["squashed"] is True and len(hub.repo(repo).commits) == 1  # each push after a forget squashes
+    assert out["deleted"] == ["memory/stale.safetensors", "unet/diffusion_pytorch_model-00002-of-00002.safetensors"]
+    assert {"NOTES.md", "unet/diffusion_pytorch_model.fp16.safetensors", "memory/sample_memory.json",
+            "unet/diffusion_pytorch_model.safetensors", "pipeline_spm.py"} <= set(out["after"])
+    assert out["mirror_deleted"] == ["NOTES.md", "unet/diffusion_pytorch_model.fp16.safetensors"]
+    assert "NOTES.md" not in out["final"] and "memory/sample_memory.json" in out["final"]
+
+
+def test_a_push_uploads_no_training_checkpoint_or_pickle(hub, originals, tmp_path):
+    """A training output folder keeps its Trainer checkpoints in `checkpoints/` (optimizer.pt, rng_state.pth,
+    training_args.bin: pickles); pushing the folder, directly or with `spm-hf push`, uploads none of them, and a
+    pickle elsewhere in a folder is refused by name."""
+    import shutil
+
+    folder = tmp_path / "trained"
+    shutil.copytree(originals["root"] / "clf", folder)
+    checkpoint = folder / "checkpoints" / "checkpoint-12"
+    checkpoint.mkdir(parents=True)
+    for name in ("optimizer.pt", "rng_state.pth", "scheduler.pt", "training_args.bin"):
+        torch.save({"state": torch.zeros(3)}, checkpoint / name)
+    (checkpoint / "trainer_state.json").write_text("{}")
+    shutil.copy(folder / "model.safetensors", checkpoint / "model.safetensors")
+    repo, cli_repo = f"{USER}/spm-no-pickle", f"{USER}/spm-no-pickle-cli"
+    out = run_client(hub, f"""
+        import json, shutil
+        from spm_hf.hub import push_folder
+        push_folder({str(folder)!r}, {repo!r})
+        shutil.copy({str(checkpoint / "optimizer.pt")!r}, {str(folder / "stray.pt")!r})
+        try:
+            push_folder({str(folder)!r}, {repo!r})
+            refused = None
+        except ValueError as e:
+            refused = str(e)
+        print(json.dumps({{"refused": refused}}))
+        """, tmp_path / "home-pickle")
+    (folder / "stray.pt").unlink()
+    run_client(hub, "", tmp_path / "home-pickle", argv=["push", str(folder), cli_repo])
+    assert out["refused"] is not None and "stray.pt" in out["refused"] and "pickle" in out["refused"]
+    for name in (repo, cli_repo):
+        r = hub.repo(name)
+        assert "sample_memory.safetensors" in r.commits[r.branches["main"]].files
+        for label, data in hub.retained_bytes(name):
+            assert not data.startswith((b"\x80", b"PK\x03\x04")), f"{name} {label}: a pickle or zip was uploaded"
+        paths = {p for c in r.commits.values() for p in c.files}
+        assert not any(p.startswith("checkpoints/") or p.endswith((".pt", ".pth", ".bin")) for p in paths), paths
+
+
+def test_branches_tags_and_pull_requests(hub, originals, tmp_path):
+    """Pushing to a branch creates it; `create_pr=True` opens a pull request and leaves main and its history
+    alone (warning that they keep the forgotten samples); a forget pushed to main squashes main only, keeps
+    the files other refs use, and names those refs; once they are deleted, squashing again purges main's
+    old memory, and what a pull request's ref keeps is the one thing left to delete on the Hub."""
+    repo = f"{USER}/spm-refs"
+    out = run_client(hub, f"""
+        import json, warnings
+        from huggingface_hub import HfApi
+        from spm_hf import SPMForImageClassification
+        from spm_hf.hub import ForgetNotPropagatedWarning, squash_repo_history
+        api = HfApi()
+        def counts(revision=None):
+            return SPMForImageClassification.from_pretrained({repo!r}, revision=revision).memory.class_counts()["cat"]
+        def caught(call):
+            with warnings.catch_warnings(record=True) as seen:
+                warnings.simplefilter("always")
+                result = call()
+            return result, [str(w.message) for w in seen if issubclass(w.category, ForgetNotPropagatedWarning)]
+        model = SPMForImageClassification.from_pretrained({str(originals["root"] / "clf")!r})
+        model.push_to_hub({repo!r})
+        api.create_tag({repo!r}, tag="v1")
+        dev = model.push_to_hub({repo!r}, revision="dev")
+        branches = sorted(b.name for b in api.list_repo_refs({repo!r}).branches)
+        main_before = api.repo_info({repo!r}).sha
+        loaded = SPMForImageClassification.from_pretrained({repo!r})
+        loaded.forget(classes=["cat"])
+        pr, pr_warnings = caught(lambda: loaded.push_to_hub({repo!r}, create_pr=True))
+        main_after_pr = api.repo_info({repo!r}).sha
+        try:
+            loaded.push_to_hub({repo!r}, create_pr=True, squash_history=True)
+            refused = None
+        except ValueError as e:
+            refused = str(e)
+        state = {{"pr_cat": counts(pr.pr_revision), "main_cat": counts()}}
+        final, final_warnings = caught(lambda: loaded.push_to_hub({repo!r}))
+        state.update(tag_cat=counts("v1"), dev_cat=counts("dev"), main_after=counts())
+        api.delete_tag({repo!r}, tag="v1")
+        api.delete_branch({repo!r}, branch="dev")
+        squash_repo_history({repo!r})
+        print(json.dumps({{"dev": dev.commit_oid, "branches": branches, "pr": [pr.pr_url, pr.pr_revision, str(pr)],
+                          "refused": refused,
+                          "main": [main_before, main_after_pr], "pr_warnings": pr_warnings, **state,
+                          "final": [final.squashed, final.commit_oid], "final_warnings": final_warnings}}))
+        """, tmp_path / "home-refs")
+    r = hub.repo(repo)
+    # a branch and a pull request
+    # (the same files pushed to the new branch commit nothing: huggingface_hub skips an empty commit)
+    assert out["branches"] == ["dev", "main"] and out["dev"] == out["main"][0] == out["main"][1]
+    assert out["pr"][1] == "refs/pr/1" and out["pr"][0].endswith(f"/{repo}/discussions/1")
+    assert "opened pull request" in out["pr"][2]
+    assert len(out["pr_warnings"]) == 1 and "still hold the deleted samples" in out["pr_warnings"][0]
+    assert out["refused"] is not None and "create_pr=True" in out["refused"]
+    assert (out["pr_cat"], out["main_cat"]) == (0, 12)
+    # the forget pushed to main: main squashed, the other refs untouched (their files kept) and named
+    assert out["final"][0] is True and (out["main_after"], out["tag_cat"], out["dev_cat"]) == (0, 12, 12)
+    assert len(out["final_warnings"]) == 1
+    assert all(ref in out["final_warnings"][0] for ref in ("refs/heads/dev", "refs/tags/v1", "refs/pr/1"))
+    # tag and branch deleted, squashed again: main's revisions hold no cat; the pull request's ref still reaches
+    # the commit it was opened from (the Hub keeps a PR's history until its ref is deleted on the PR's page)
+    needles, kept = forgotten_needles(make_classifier().memory, {"cat"}, set())
+    main_history = [(f"{c.oid[:8]}:{p}", hub._content(r, e)) for c in [r.commits[r.branches["main"]]]
+                    for p, e in c.files.items()]
+    assert len(r.commits[r.branches["main"]].parents) == 0 and find(needles, main_history) == set()
+    assert find(kept, main_history) == set(kept)
+    pr_base = r.commits[r.commits[r.pull_requests[1]].parents[0]]
+    assert {n for n in find(needles, [(p, hub._content(r, e)) for p, e in pr_base.files.items()]) if n.startswith("id:")}
+    assert not any(find(needles, [("lfs", obj["data"])]) for obj in r.lfs.values())  # its old LFS objects are gone
 
 
 # ---------------------------------------------------------------------- in-process (no Hub client)
@@ -480,3 +743,102 @@ def test_lfs_purge_deletes_only_unreferenced_objects_and_fails_safe():
     with pytest.warns(ForgetNotPropagatedWarning, match="no LFS object was deleted"):
         assert purge_unreferenced_lfs_files(api, "u/r") == []
     assert api.deleted is None
+
+
+def test_card_templates_ship_as_package_data_and_render_from_the_installed_package(tmp_path):
+    """The templates are read through importlib.resources from the installed package, and a wheel built
+    from this checkout carries them (without `[tool.setuptools.package-data]` it would not)."""
+    import importlib.resources
+    import shutil
+    import zipfile
+
+    from spm_hf.hub import TEMPLATES, render_model_card, templates_dir
+
+    shipped = importlib.resources.files("spm_hf") / "hub_cards"
+    assert str(templates_dir()) == str(shipped)
+    card, sidecars = render_model_card(make_classifier())
+    assert card.text.startswith("\n# SPM image classifier") and "## Intended use" in card.text  # the full template
+    assert sidecars == {"training_summary.json": SUMMARY} and os.listdir(tmp_path) == []  # rendering writes nothing
+
+    root = os.path.dirname(SRC)
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(os.path.join(root, name), tmp_path / name)
+    shutil.copytree(os.path.join(SRC, "spm_hf"), tmp_path / "src" / "spm_hf",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    build = subprocess.run([sys.executable, "-c", "from setuptools import build_meta; print(build_meta.build_wheel('dist'))"],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert build.returncode == 0, build.stderr[-3000:]
+    with zipfile.ZipFile(tmp_path / "dist" / build.stdout.strip().splitlines()[-1]) as wheel:
+        for name in TEMPLATES.values():
+            assert wheel.read(f"spm_hf/hub_cards/{name}") == (shipped / name).read_bytes()
+
+
+def test_without_templates_the_card_warns_and_falls_back_to_the_built_in_one(tmp_path, monkeypatch):
+    import spm_hf.hub as hub_module
+
+    monkeypatch.setattr(hub_module, "templates_dir", lambda: None)  # as in a remote-code copy of hub.py
+    model = make_classifier()
+    model.forget(classes=["cat"])
+    with pytest.warns(hub_module.CardTemplateWarning, match="short built-in card"):
+        model.save_pretrained(tmp_path / "clf")
+    card = (tmp_path / "clf" / "README.md").read_text()
+    assert "1 forget event" in card and "cat 0" in card and model.memory.digest() in card
+    with pytest.raises(FileNotFoundError, match="space.md"):
+        space_card(models=[CLF_REPO])
+
+
+def test_what_a_push_replaces_uploads_and_refuses(tmp_path):
+    """In-process: which remote files a push deletes (`replaced_remote_files`), which local files it uploads
+    (`upload_paths`), and the refusals that come before any request."""
+    from spm_hf.hub import replaced_remote_files, upload_paths
+
+    remote = [".gitattributes", "NOTES.md", "README.md", "model.safetensors", "model-00001-of-00002.safetensors",
+              "model-00002-of-00002.safetensors", "model.fp16.safetensors", "sample_memory.json", "unet/config.json",
+              "unet/diffusion_pytorch_model.safetensors", "unet/diffusion_pytorch_model.fp16.safetensors",
+              "unet/diffusion_pytorch_model-00001-of-00002.safetensors", "memory/old.json", "extra/notes.txt"]
+    owned = SPMForImageClassification.owned_files
+    # a sharded classifier save replaced by a single file: the old shards go, the fp16 variant and NOTES.md stay
+    uploaded = ["README.md", "config.json", "model.safetensors", "sample_memory.json", "sample_memory.safetensors"]
+    assert replaced_remote_files(remote, uploaded, owned) == ["model-00001-of-00002.safetensors",
+                                                              "model-00002-of-00002.safetensors"]
+    # a generator save: the folders it writes are replaced whole, other variants' weights excepted
+    uploaded = ["README.md", "model_index.json", "unet/config.json", "unet/diffusion_pytorch_model.safetensors",
+                "memory/config.json"]
+    assert replaced_remote_files(remote, uploaded, ("memory", "model_index.json")) == [
+        "memory/old.json", "unet/diffusion_pytorch_model-00001-of-00002.safetensors"]
+    assert replaced_remote_files(remote, uploaded, (), ["*"]) == sorted(set(remote) - set(uploaded) - {".gitattributes"})
+
+    folder = tmp_path / "out"
+    (folder / "checkpoints" / "checkpoint-1").mkdir(parents=True)
+    (folder / "checkpoints" / "checkpoint-1" / "optimizer.pt").write_bytes(b"\x80\x04")
+    (folder / "unet" / "__pycache__").mkdir(parents=True)
+    (folder / "unet" / "__pycache__" / "unet_spm.cpython-311.pyc").write_bytes(b"")
+    (folder / "unet" / "unet_spm.py").write_text("")
+    (folder / ".cache").mkdir()
+    (folder / ".cache" / "x").write_text("")
+    (folder / "README.md").write_text("")
+    assert upload_paths(folder) == ["README.md", "unet/unet_spm.py"]
+    (folder / "unet" / "diffusion_pytorch_model.bin").write_bytes(b"\x80\x04")
+    with pytest.raises(ValueError, match=r"refusing to push pickle files .*unet/diffusion_pytorch_model\.bin"):
+        upload_paths(folder)
+    # a pull request cannot squash the branch: refused before any request (the endpoint is unreachable)
+    memory = make_memory()
+    memory.forget(classes=["cat"])
+    with pytest.raises(ValueError, match="cannot also squash"):
+        push_folder(tmp_path, "x/y", memory=memory, create_pr=True, squash_history=True, endpoint="http://127.0.0.1:9")
+    with pytest.raises(TypeError, match="create_pr must be True or False"):
+        push_folder(tmp_path, "x/y", memory=memory, create_pr="yes", endpoint="http://127.0.0.1:9")
+
+
+def test_cli_push_and_forget_take_branch_pull_request_and_delete_options():
+    from spm_hf.cli import build_parser, main
+
+    args = build_parser().parse_args(["push", "dir", "u/r", "--revision", "dev", "--create-pr", "--delete-remote", "*.md",
+                                      "--delete-remote", "old/*"])
+    assert (args.revision, args.create_pr, args.delete_remote) == ("dev", True, ["*.md", "old/*"])
+    args = build_parser().parse_args(["forget", "--model", "u/r", "--classes", "cat", "--push", "--create-pr"])
+    assert args.create_pr is True
+    with pytest.raises(SystemExit, match="--create-pr .* needs --push"):
+        main(["forget", "--model", os.path.dirname(__file__), "--classes", "cat", "--create-pr"])
+    text = " ".join(build_parser()._subparsers._group_actions[0].choices["push"].format_help().split())
+    assert "one commit" in text and "NOTES.md" in text and "never uploaded" in text and "squashed" in text

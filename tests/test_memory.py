@@ -1,4 +1,4 @@
-"""The forgetting contract of design.md, point by point, on SampleMemory itself."""
+"""The forgetting contract (docs/contract.md, `spm_hf.memory`), point by point, on SampleMemory itself."""
 
 import json
 import os
@@ -22,7 +22,7 @@ from spm_hf.memory import MEMORY_CONFIG_NAME, MEMORY_WEIGHTS_NAME, hash_id
 
 def retained_copy(memory: SampleMemory, forgotten: set[str]) -> SampleMemory:
     """A memory built from scratch from the rows that survive forgetting `forgotten`."""
-    fresh = SampleMemory(memory.label_names, memory.value_shape, memory.dtype, salt=memory.salt)
+    fresh = SampleMemory(memory.label_names, memory.value_shape, memory.dtype)
     keep = [r for r, i in enumerate(memory.ids) if i not in forgotten]
     fresh.add(
         [memory.ids[r] for r in keep], memory.labels[keep], memory.values[keep], memory.trained_on[keep]
@@ -130,7 +130,7 @@ def test_forget_twice_then_union_give_the_same_memory():
     c.forget(ids=ids_a)
     assert a.digest() == b.digest() == c.digest()
     assert sorted(a.ids) == sorted(b.ids) == sorted(c.ids)
-    assert a._forgotten_hashes == b._forgotten_hashes
+    assert a._forgotten_by_key == b._forgotten_by_key
 
 
 def test_forgetting_again_is_a_no_op():
@@ -145,7 +145,7 @@ def test_forgetting_again_is_a_no_op():
 def test_digest_is_order_independent_and_detects_tampering():
     a = make_memory(n=20)
     perm = torch.randperm(20, generator=torch.Generator().manual_seed(5))
-    b = SampleMemory(CLASSES, (16,), salt=a.salt)
+    b = SampleMemory(CLASSES, (16,))
     b.add([a.ids[i] for i in perm], a.labels[perm], a.values[perm])
     assert a.digest() == b.digest() == a.recompute_digest()
     a.verify()
@@ -163,7 +163,7 @@ def test_ledger_records_hashes_not_ids_and_survives_save(tmp_path):
     event = saved["ledger"][0]
     assert event["num_removed"] == 2
     assert event["digest_before"] == receipt.digest_before and event["digest_after"] == receipt.digest_after
-    assert event["id_hashes"] == sorted([hash_id("train/00002", memory.salt), hash_id("train/00003", memory.salt)])
+    assert event["id_hashes"] == sorted([hash_id("train/00002", memory.ledger_key), hash_id("train/00003", memory.ledger_key)])
     loaded = SampleMemory.load(tmp_path)
     assert loaded.is_forgotten("train/00002") and not loaded.is_forgotten("train/00004")
     assert loaded.ledger_summary()["num_forgotten"] == 2
@@ -253,7 +253,7 @@ def test_saved_memory_is_safetensors_and_json_only(tmp_path):
     from safetensors import safe_open
 
     with safe_open(str(tmp_path / MEMORY_WEIGHTS_NAME), "pt") as f:
-        assert sorted(f.keys()) == ["labels", "trained_on", "values"]
+        assert sorted(f.keys()) == ["keys", "labels", "trained_on", "values"]
 
 
 # growth, images, neighbours --------------------------------------------------------------------
@@ -277,10 +277,10 @@ def test_knn_matches_brute_force_before_and_after_forget(backend):
     memory = make_memory(n=300, seed=7)
     queries = torch.randn(9, 16, generator=torch.Generator().manual_seed(8))
     for step in range(2):
-        dist, rows = memory.knn(queries, 12, backend=backend)
+        dist, keys = memory.knn(queries, 12, backend=backend)
         ref = torch.cdist(queries.double(), memory.values.double()).pow(2)
         ref_dist, ref_rows = torch.sort(ref, dim=1)
-        assert torch.equal(rows.long(), ref_rows[:, :12])
+        assert torch.equal(keys.long(), memory.keys[ref_rows[:, :12]])  # keys, not rows, come back
         assert torch.allclose(dist.double(), ref_dist[:, :12], atol=1e-3)
         memory.forget(classes=["cat"], ids=["train/00000"])  # second round: after a forget
 
@@ -293,6 +293,6 @@ def test_faiss_index_follows_forget_and_add():
     memory.add(["late/1"], [1], torch.randn(1, 16))
     index = memory._faiss_index()
     assert index.ntotal == len(memory)
-    _, rows = memory.knn(queries, len(memory), backend="faiss")
+    _, keys = memory.knn(queries, len(memory), backend="faiss")
     _, ref = memory.knn(queries, len(memory), backend="torch")
-    assert torch.equal(rows.long()[:, :10], ref[:, :10])
+    assert torch.equal(keys.long()[:, :10], ref[:, :10])

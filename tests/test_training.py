@@ -1,6 +1,7 @@
-"""Episodic sampling, Trainer-based training, resume and the 2-process (gloo) run."""
+"""Episodic sampling, Trainer-based training, resume, the 2-process (gloo) run, presets and `GeneratorTrainer`."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -9,9 +10,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from spm_hf import SPMForImageClassification
+from spm_hf import SPMForImageClassification, cli
+from spm_hf.generation.unet_spm import UNET_ARCHITECTURES
 from spm_hf.training import EpisodicCollator, EpisodicSupportSampler, random_crop_flip
-from spm_hf.training.classifier import calibrate_fusion, state_dict_sha256, train_classifier
+from spm_hf.training.classifier import calibrate_fusion, make_optimizer, state_dict_sha256, train_classifier
+from spm_hf.training.classifier_presets import CLASSIFIER_PRESETS, ClassifierPreset, get_preset
+from spm_hf.training.generator import GeneratorTrainer, latest_checkpoint, train_generator
+from spm_hf.training.generator_presets import GENERATOR_PRESETS, get_generator_preset
 
 
 LABELS = torch.arange(200) % 10
@@ -176,3 +181,178 @@ def test_two_process_gloo_run_ends_with_identical_weights(tmp_path):
     assert ranks[0]["global_step"] == 512 // (64 * 2)
     model = SPMForImageClassification.from_pretrained(tmp_path / "out")
     assert len(model.memory) == 512
+
+
+# ---------------------------------------------------------------------- presets
+
+
+def test_preset_names_are_distinct_across_model_kinds():
+    assert list(CLASSIFIER_PRESETS) == ["tiny", "quick", "cifar10-cpu", "mnist", "cifar10-paper"]
+    assert list(GENERATOR_PRESETS) == ["gen-tiny", "gen-mnist-cpu", "gen-cifar10-cpu", "gen-cifar10-paper"]
+    assert not set(CLASSIFIER_PRESETS) & set(GENERATOR_PRESETS)
+    assert not set(UNET_ARCHITECTURES) & (set(CLASSIFIER_PRESETS) | set(GENERATOR_PRESETS))
+    assert all(preset.name == name for name, preset in CLASSIFIER_PRESETS.items())
+    assert all(preset.preset == name for name, preset in GENERATOR_PRESETS.items())
+    # every generator preset names its UNet, and each architecture is some preset's
+    assert {p.unet_architecture for p in GENERATOR_PRESETS.values()} == set(UNET_ARCHITECTURES)
+    # the CLI spells the names out (so that --help imports no training module): they must stay the registries'
+    assert cli.CLASSIFIER_PRESET_NAMES == tuple(CLASSIFIER_PRESETS)
+    assert cli.GENERATOR_PRESET_NAMES == tuple(GENERATOR_PRESETS)
+
+
+def test_an_unknown_preset_is_an_error_listing_the_valid_ones(tmp_path):
+    with pytest.raises(ValueError, match="unknown classifier preset 'nope'; choose one of tiny, quick, cifar10-cpu, "
+                                         "mnist, cifar10-paper$"):
+        get_preset("nope")
+    with pytest.raises(ValueError, match="generator presets start with 'gen-'"):
+        get_preset("gen-tiny")
+    valid = "choose one of gen-tiny, gen-mnist-cpu, gen-cifar10-cpu, gen-cifar10-paper$"
+    with pytest.raises(ValueError, match=f"unknown generator preset 'nope'; {valid}"):
+        get_generator_preset("nope")
+    # the classifier's names are no generator presets (the generator trainer used to fall back to its tiny UNet)
+    with pytest.raises(ValueError, match=rf"'cifar10-cpu' \(did you mean 'gen-cifar10-cpu'\?\); {valid}"):
+        train_generator("cifar10-cpu", str(tmp_path / "g"))
+    with pytest.raises(ValueError, match="unknown classifier preset 'gen-mnist-cpu'"):
+        train_classifier("gen-mnist-cpu", str(tmp_path / "c"))
+    assert not os.listdir(tmp_path)  # nothing was written
+    with pytest.raises(TypeError, match=r"\['epoch'\]"):
+        get_preset("tiny", epoch=3)
+    with pytest.raises(TypeError, match=r"\['max_step'\]"):
+        get_generator_preset("gen-tiny", max_step=3)
+
+
+@pytest.mark.parametrize("command,names",
+                         [("train-generator", GENERATOR_PRESETS), ("train-classifier", CLASSIFIER_PRESETS)])
+def test_cli_rejects_an_unknown_preset_in_one_line(tmp_path, command, names):
+    out = tmp_path / "out"
+    result = subprocess.run([sys.executable, "-m", "spm_hf.cli", command, "--preset", "nope", "--output-dir", str(out)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"spm-hf {command}: error: unknown"), result.stderr
+    assert lines[0].endswith(", ".join(names))
+    assert not out.exists()
+
+
+def test_preset_fields_are_checked():
+    with pytest.raises(ValueError, match=r"mixed_precision='fp8'; choose one of \['no', 'bf16', 'fp16'\]"):
+        ClassifierPreset(name="x", mixed_precision="fp8")
+    with pytest.raises(ValueError, match="schedule='cosine'"):
+        get_preset("tiny", schedule="cosine")
+    with pytest.raises(ValueError, match="unet_architecture='tiny'; choose one of unet-tiny,"):
+        GeneratorTrainer(get_generator_preset("gen-tiny", unet_architecture="tiny"), "unused")
+    # overrides change a copy, never the registry
+    config = get_generator_preset("gen-tiny")
+    config.unet_overrides["dropout"] = 0.5
+    assert GENERATOR_PRESETS["gen-tiny"].unet_overrides == {}
+
+
+def test_cifar10_paper_is_a_one_cycle_resnet18_recipe():
+    preset = CLASSIFIER_PRESETS["cifar10-paper"]
+    assert (preset.encoder, preset.fusion_similarity, preset.head_steps) == ("resnet18", "dot", 0)
+    assert (preset.support, preset.support_size, preset.knn_k) == ("separate", 1024, 256)
+    assert (preset.epochs, preset.batch_size, preset.learning_rate, preset.weight_decay) == (30, 512, 0.2, 5e-4)
+    assert (preset.schedule, preset.mixed_precision) == ("onecycle", "bf16")
+    steps_per_epoch = 50000 // preset.batch_size
+    optimizer, scheduler = make_optimizer(torch.nn.Linear(2, 2), preset, steps_per_epoch)
+    group = optimizer.param_groups[0]
+    assert group["nesterov"] and group["weight_decay"] == 5e-4
+    lrs = []
+    for _ in range(steps_per_epoch * 30):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    peak = max(range(len(lrs)), key=lrs.__getitem__)
+    assert lrs[peak] == pytest.approx(0.2) and abs(peak - 0.25 * len(lrs)) <= 1
+    assert lrs[0] == pytest.approx(0.2 / 25) and lrs[-1] < 1e-5
+
+
+def test_mixed_precision_reaches_the_trainer(tmp_path, monkeypatch):
+    import spm_hf.training.classifier as classifier
+
+    seen = {}
+    real = classifier.TrainingArguments
+
+    def spy(*args, **kwargs):
+        seen.update(bf16=kwargs["bf16"], fp16=kwargs["fp16"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(classifier, "TrainingArguments", spy)
+    summary = train_classifier("tiny", str(tmp_path), epochs=1, max_train_samples=128, memory_samples=128,
+                               max_test_samples=32, mixed_precision="bf16", show_progress=False, evaluate=False)
+    assert seen == {"bf16": True, "fp16": False}
+    assert summary["preset"]["mixed_precision"] == "bf16" and math.isfinite(summary["train_loss"])
+
+
+def test_a_classifier_folder_loads_without_the_preset_fields_it_predates(tiny_run, tmp_path):
+    """Loading reads config.json and the memory, not the preset: a folder whose summary lacks newer preset
+    fields (and names a preset that is gone) loads and saves unchanged."""
+    import shutil
+
+    out, summary = tiny_run
+    old = tmp_path / "old"
+    shutil.copytree(out, old)
+    saved = json.loads((old / "training_summary.json").read_text())
+    del saved["preset"]["mixed_precision"]
+    saved["preset"]["name"] = "retired-name"
+    (old / "training_summary.json").write_text(json.dumps(saved))
+    model = SPMForImageClassification.from_pretrained(old)
+    assert len(model.memory) == summary["memory_size"]
+    model.save_pretrained(tmp_path / "resaved")
+
+
+# ---------------------------------------------------------------------- GeneratorTrainer
+def _generator_data(n: int = 24):
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (n, 3, 8, 8), dtype=torch.uint8, generator=g)
+    return dict(images=images, labels=torch.arange(n) % 3, ids=[f"train/{i:05d}" for i in range(n)],
+                label_names=["ant", "bee", "cow"])
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny UNets gain nothing from intra-op threads on a busy 2-core machine (see test_generation.py)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def test_generator_trainer_object_matches_the_wrapper_and_resumes(tmp_path, one_thread):
+    data = _generator_data()
+    config = get_generator_preset("gen-tiny", max_steps=4, checkpoint_every=2)
+    trainer = GeneratorTrainer(config, str(tmp_path / "obj"), show_progress=False, **data)
+    assert trainer.state.step == 0
+    trainer.train()
+    assert trainer.state.step == 4 and latest_checkpoint(str(tmp_path / "obj")).endswith("checkpoint-0000004")
+    pipe = trainer.save()
+    saved = json.loads((tmp_path / "obj" / "training_config.json").read_text())
+    assert saved["preset"] == "gen-tiny" and saved["unet_architecture"] == "unet-tiny" and saved["max_steps"] == 4
+    wrapped = train_generator("gen-tiny", str(tmp_path / "fn"), max_steps=4, checkpoint_every=2, show_progress=False,
+                              **data)
+    for p, q in zip(pipe.unet.parameters(), wrapped.unet.parameters()):
+        assert torch.equal(p, q)
+
+    resumed = GeneratorTrainer(config, str(tmp_path / "obj"), show_progress=False, **data)
+    path = resumed.load(str(tmp_path / "obj" / "checkpoints" / "checkpoint-0000002"))
+    assert path.endswith("checkpoint-0000002") and resumed.state.step == 2
+    resumed.train()
+    for p, q in zip(resumed.pipeline().unet.parameters(), pipe.unet.parameters()):
+        assert torch.equal(p, q)
+    with pytest.raises(FileNotFoundError, match="holds no checkpoint"):
+        GeneratorTrainer(config, str(tmp_path / "empty"), show_progress=False, **data).load("latest")
+
+
+def test_generator_trainer_sets_its_own_mixed_precision_after_another_run(tmp_path, one_thread):
+    """accelerate's state is process-wide: a bf16 run before (e.g. a classifier's Trainer) must not stop a
+    generator run in the same process from training in full precision."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state()  # whatever an earlier test of this process left
+    assert Accelerator(mixed_precision="bf16").mixed_precision == "bf16"
+    trainer = GeneratorTrainer(get_generator_preset("gen-tiny", max_steps=1), str(tmp_path), show_progress=False,
+                               **_generator_data())
+    assert trainer.accelerator.mixed_precision == "no"
+    trainer.train()
+    assert trainer.state.step == 1

@@ -2,8 +2,8 @@
 # The GPU run behind the GPU rows of docs/results.md: everything at once on one lent H100/H200, ~9 minutes.
 #   1. the unlearning benchmark (cifar10-cpu; scenarios cat and random-10): its 10 classifiers trained 10 at a
 #      time, then both scenarios side by side (five-classes and random-50 after them, if time allows);
-#   2. the cifar10-cpu generator (the preset's 4,000 steps) and its oracle retrained without "cat";
-#   3. the cifar10-paper generator for PAPER_MINUTES of training (fp32, 500 warm-up steps instead of the
+#   2. the gen-cifar10-cpu generator (the preset's 4,000 steps) and its oracle retrained without "cat";
+#   3. the gen-cifar10-paper generator for PAPER_MINUTES of training (fp32, 500 warm-up steps instead of the
 #      paper's 19,600, which a few minutes would never leave);
 #   4. evaluate-generator on both generators with the judge (no FID there: the Inception weights are not on
 #      that machine; images.npz comes back and FID is computed on the CPU box with `--fid-from`).
@@ -27,13 +27,13 @@ main() {
   # Decode the parquet files into the datasets cache once, before a dozen processes want it at the same time.
   python3 -c "from spm_hf.data import load_image_dataset; load_image_dataset('cifar10')" > "$W/warm.log" 2>&1
   stamp "data cached"
-  OMP_NUM_THREADS=$GEN_THREADS $PY train-generator --preset cifar10-cpu --output-dir "$W/gen-c10" --max-minutes 5 --no-progress \
+  OMP_NUM_THREADS=$GEN_THREADS $PY train-generator --preset gen-cifar10-cpu --output-dir "$W/gen-c10" --max-minutes 5 --no-progress \
       > "$W/gen-c10.log" 2>&1 &
   G1=$!
-  OMP_NUM_THREADS=$GEN_THREADS $PY train-generator --preset cifar10-cpu --exclude-classes cat --output-dir "$W/gen-c10-nocat" --max-minutes 5 \
+  OMP_NUM_THREADS=$GEN_THREADS $PY train-generator --preset gen-cifar10-cpu --exclude-classes cat --output-dir "$W/gen-c10-nocat" --max-minutes 5 \
       --no-progress > "$W/gen-c10-nocat.log" 2>&1 &
   G2=$!
-  OMP_NUM_THREADS=$GEN_THREADS $PY train-generator --preset cifar10-paper --output-dir "$W/gen-paper" --max-minutes "$PAPER_MINUTES" \
+  OMP_NUM_THREADS=$GEN_THREADS $PY train-generator --preset gen-cifar10-paper --output-dir "$W/gen-paper" --max-minutes "$PAPER_MINUTES" \
       --warmup-steps 500 --eval-every 0 --checkpoint-every 0 --no-progress \
       > "$W/gen-paper.log" 2>&1 &
   G3=$!

@@ -12,9 +12,9 @@ PY
 $PY benchmark unlearning --preset tiny --scenario cat --epochs 1 --max-train-samples 300 --max-test-samples 100 \
     --workers 2 --cache-dir "$W/cache" --output-dir "$W/bench" --no-progress 2>&1 | grep -E "checks|wrote|Error|error" || true
 test -f "$W/bench/cat/results.json"
-$PY train-generator --preset tiny --dataset cifar10 --output-dir "$W/gen" --max-steps 3 --max-train-samples 200 \
+$PY train-generator --preset gen-tiny --dataset cifar10 --output-dir "$W/gen" --max-steps 3 --max-train-samples 200 \
     --mixed-precision bf16 --no-progress 2>&1 | tail -2
-$PY train-generator --preset tiny --dataset cifar10 --exclude-classes cat --output-dir "$W/gen-nocat" --max-steps 3 \
+$PY train-generator --preset gen-tiny --dataset cifar10 --exclude-classes cat --output-dir "$W/gen-nocat" --max-steps 3 \
     --max-train-samples 200 --no-progress 2>&1 | tail -1
 $PY evaluate-generator --model "$W/gen" --output-dir "$W/eval" --forget cat --retrained-model "$W/gen-nocat" --no-fid \
     --samples-per-class 2 --steps 3 > "$W/eval.log" 2>&1 || { tail -30 "$W/eval.log"; exit 1; }

@@ -5,10 +5,12 @@ its classes for `register_for_auto_class`, so saved folders also load with `trus
 where spm_hf is not installed.
 """
 
-from transformers import AutoConfig, AutoModelForImageClassification
+from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification
 
 from .configuration_spm import ENCODER_PRESETS, SPMConfig
-from .image_processing_spm import images_to_tensor, make_image_processor
+from .hub import FolderChangedError, RepoChangedError
+from .image_processing_spm import SPMImageProcessorPil, images_to_tensor, make_image_processor
+from .ledger import LedgerKey, LedgerKeyError
 from .memory import (
     ForgetReceipt,
     ForgetRequestError,
@@ -18,6 +20,7 @@ from .memory import (
     SampleMemory,
     UnknownClassError,
     UnknownIdError,
+    UnknownKeyError,
 )
 from .modeling_spm import SPMForImageClassification, SPMImageClassifierOutput
 
@@ -46,21 +49,31 @@ AutoConfig.register(SPMConfig.model_type, SPMConfig, exist_ok=True)
 AutoModelForImageClassification.register(SPMConfig, SPMForImageClassification, exist_ok=True)
 SPMConfig.register_for_auto_class()
 SPMForImageClassification.register_for_auto_class("AutoModelForImageClassification")
+# 1-channel models' processor (RGB models use transformers' ViTImageProcessorPil): found by name in-process,
+# copied beside the weights for `trust_remote_code` elsewhere
+AutoImageProcessor.register(SPMConfig, image_processor_classes={"pil": SPMImageProcessorPil}, exist_ok=True)
+SPMImageProcessorPil.register_for_auto_class("AutoImageProcessor")
 
 __all__ = [
     *_GENERATION_EXPORTS,
     "ENCODER_PRESETS",
     "ForgetReceipt",
     "ForgetRequestError",
+    "FolderChangedError",
+    "LedgerKey",
+    "LedgerKeyError",
     "MemoryIntegrityError",
     "MemoryShapeError",
     "ReingestionError",
+    "RepoChangedError",
     "SPMConfig",
     "SPMForImageClassification",
     "SPMImageClassifierOutput",
+    "SPMImageProcessorPil",
     "images_to_tensor",
     "make_image_processor",
     "SampleMemory",
     "UnknownClassError",
     "UnknownIdError",
+    "UnknownKeyError",
 ]

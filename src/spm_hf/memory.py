@@ -1,13 +1,15 @@
 """The sample memory: the deletable store of training samples that every SPM reads at prediction time.
 
-One `SampleMemory` serves both model kinds. Per sample it keeps a stable string id, an integer label, a
-value tensor (an embedding for the classifier, an image for the generator) and a `trained_on` flag that
-says whether the model's parameters saw the sample during training. It owns the label names.
+One `SampleMemory` serves both model kinds. Per sample it keeps a stable string id (the user's name for
+it), a stable integer *key* (the memory's own handle, like a faiss id: it never changes while the sample
+is in memory and is never reused), an integer label, a value tensor (an embedding for the classifier, an
+image for the generator) and a `trained_on` flag that says whether the model's parameters saw the sample
+during training. It owns the label names.
 
-Forgetting contract (pinned by `tests/test_memory.py`):
+Forgetting contract (pinned by `tests/test_memory.py`; `docs/contract.md` says it in prose):
 
-1. `forget(ids=..., classes=...)` returns a `ForgetReceipt`: counts per class, digest before and after,
-   time taken, and per removed sample (keyed by its salted id hash) whether it was `trained_on` or
+1. `forget(classes, ids=...)` returns a `ForgetReceipt`: counts per class, digest before and after, time
+   taken, and per removed sample (keyed by its keyed id hash) whether it was `trained_on` or
    `memory_only`.
 2. Aggregates are downdated exactly: per-class sums (float64) and counts lose exactly the removed rows,
    so class means equal those of a memory built from the retained samples.
@@ -16,10 +18,16 @@ Forgetting contract (pinned by `tests/test_memory.py`):
    and the forgotten ids leave every Python structure. Saved files hold only the live rows.
 4. Idempotent and order-independent: the digest is a multiset hash of the rows, so `forget(A); forget(B)`
    and `forget(A | B)` give the same digest; forgetting an already-forgotten id is a no-op.
-5. Ledger: every forget event is recorded with salted hashes of the ids (never the ids), counts and
-   digests; `add()` refuses an id whose hash is in the ledger unless `allow_reingest=True`.
+5. Ledger (`spm_hf.ledger`): every forget event is recorded with counts, digests and HMACs of the ids
+   under the owner's ledger key, which never enters the saved folder; `add()` refuses an id the ledger
+   shows as forgotten unless `allow_reingest=True`. The saved JSON is sealed (a SHA-256 over ids, labels
+   names, ledger and file hashes) and signed with the owner's key, so edits are detected on load.
 6. Bad requests raise a clear error and change nothing (validation happens before any mutation).
-7. Persistence is safetensors + JSON only, written to temporary names and renamed into place.
+7. Persistence is safetensors + JSON only; `save` replaces both files in one atomic step
+   (`spm_hf.files.atomic_directory`), and `load` reads under the folder's shared lock.
+8. Threads: every public method holds the memory's lock, so one memory may be shared between threads.
+   `values` / `labels` / `trained_on` are views of live storage that a concurrent `forget` rewrites: read
+   through `class_means()`, `nearest()` or `copy()` for a consistent picture.
 
 Deletion cost is O(removed rows), not O(N): this is what makes forgetting a class from a 50k memory a
 matter of milliseconds.
@@ -33,26 +41,27 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import secrets
+import threading
 import time
+import warnings
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .files import atomic_path, write_json
+from .files import atomic_directory, reading_directory, write_json
+from .ledger import MEMORY_ONLY, TRAINED_ON, ForgetReceipt, LedgerKey, LedgerKeyError, seal, seal_message
+from .memory_index import FaissNeighborIndex, MemoryListener
 
 
 MEMORY_WEIGHTS_NAME = "sample_memory.safetensors"
 MEMORY_CONFIG_NAME = "sample_memory.json"
-MEMORY_FORMAT_VERSION = 1
-
-TRAINED_ON = "trained_on"
-MEMORY_ONLY = "memory_only"
+MEMORY_FORMAT_VERSION = 2
+# Version 1 kept a salt beside salted id hashes (enumerable); it still loads, its events stay as they were.
+_READABLE_FORMATS = (1, 2)
 
 # The digest is a sum of per-row 256-bit hashes, kept as four uint64 lanes that wrap mod 2**64.
 _LANES = 4
@@ -73,6 +82,11 @@ class UnknownIdError(MemoryError_, KeyError):
         return str(self.args[0])
 
 
+class UnknownKeyError(MemoryError_, KeyError):
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 class ForgetRequestError(MemoryError_, ValueError):
     """A forget request that cannot be honoured as asked (e.g. it would empty the memory)."""
 
@@ -89,10 +103,6 @@ class MemoryIntegrityError(MemoryError_, ValueError):
     """A saved memory whose bytes do not match the digests recorded beside them."""
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
 def _sha256_file(path: str) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -101,81 +111,63 @@ def _sha256_file(path: str) -> str:
     return h.hexdigest()
 
 
-@dataclass
-class ForgetReceipt:
-    """What one `forget` call did. Holds no id in clear: removed samples are keyed by salted id hash.
-
-    Attributes:
-        removed_per_class: label name -> number of samples removed.
-        removed_hashes / removed_trained_on: per removed sample, its salted id hash and whether the
-            parameters were trained on it; `status` maps one to the other.
-        digest_before / digest_after: `SampleMemory.digest()` around the call.
-        seconds: wall time of the call.
-        already_forgotten: requested ids that the ledger shows as forgotten earlier (no-op for them).
-    """
-
-    removed_per_class: dict[str, int]
-    removed_hashes: list[str]
-    removed_trained_on: np.ndarray
-    digest_before: str
-    digest_after: str
-    seconds: float
-    salt: str
-    already_forgotten: int = 0
-    timestamp: str = field(default_factory=_now)
-    _status: dict[str, str] | None = field(default=None, repr=False, compare=False)
-
-    @property
-    def num_removed(self) -> int:
-        return sum(self.removed_per_class.values())
-
-    @property
-    def status(self) -> dict[str, str]:
-        """Salted id hash -> `"trained_on"` (the parameters saw the sample: it is gone from the memory,
-        and the remaining gap to a retrained model is measured, not zero) or `"memory_only"` (the
-        parameters never saw it: deletion is exact)."""
-        if self._status is None:
-            flags = np.where(self.removed_trained_on, TRAINED_ON, MEMORY_ONLY).tolist()
-            self._status = dict(zip(self.removed_hashes, flags))
-        return self._status
-
-    @property
-    def num_trained_on(self) -> int:
-        return int(np.count_nonzero(self.removed_trained_on))
-
-    @property
-    def num_memory_only(self) -> int:
-        return len(self.removed_hashes) - self.num_trained_on
-
-    def status_of(self, sample_id: str) -> str | None:
-        """`"trained_on"`, `"memory_only"` or None (not removed by this call) for a clear-text id."""
-        return self.status.get(hash_id(sample_id, self.salt))
-
-    def to_dict(self) -> dict:
-        return {
-            "timestamp": self.timestamp,
-            "num_removed": self.num_removed,
-            "removed_per_class": dict(self.removed_per_class),
-            "num_trained_on": self.num_trained_on,
-            "num_memory_only": self.num_memory_only,
-            "already_forgotten": self.already_forgotten,
-            "digest_before": self.digest_before,
-            "digest_after": self.digest_after,
-            "milliseconds": round(self.seconds * 1e3, 3),
-        }
-
-    def __str__(self) -> str:
-        per_class = ", ".join(f"{k}: {v}" for k, v in self.removed_per_class.items() if v) or "nothing"
-        return (
-            f"Forgot {self.num_removed} samples ({per_class}) in {self.seconds * 1e3:.2f} ms; "
-            f"{self.num_trained_on} trained_on, {self.num_memory_only} memory_only; "
-            f"digest {self.digest_before[:12]} -> {self.digest_after[:12]}"
-        )
-
-
-def hash_id(sample_id: str, salt: str) -> str:
-    """Salted SHA-256 of a sample id, as stored in the ledger."""
+def _legacy_hash_id(sample_id: str, salt: str) -> str:
+    """The salted SHA-256 that format-1 ledgers stored (kept to read them)."""
     return hashlib.sha256(f"{salt}\x00{sample_id}".encode()).hexdigest()
+
+
+def _as_id_list(ids, argument: str = "ids") -> list[str]:
+    """Validate a collection of sample ids: strings (or integers, written in decimal)."""
+    if isinstance(ids, (bytes, bytearray)):
+        raise TypeError(f"{argument} must be a list of strings; got a bytes object (decode it first)")
+    if isinstance(ids, str):
+        return [ids]
+    if isinstance(ids, torch.Tensor):
+        ids = ids.tolist()
+    try:
+        items = list(ids)
+    except TypeError:
+        raise TypeError(f"{argument} must be a list of strings; got {type(ids).__name__}") from None
+    out = []
+    for item in items:
+        if isinstance(item, str):
+            out.append(item)
+        elif isinstance(item, (int, np.integer)) and not isinstance(item, (bool, np.bool_)):
+            out.append(str(int(item)))
+        else:
+            raise TypeError(f"{argument} must hold strings; got {item!r} ({type(item).__name__})")
+    return out
+
+
+def _as_labels(labels, n: int, num_classes: int, label_names: list[str]) -> torch.Tensor:
+    """(n,) int64 labels, refusing fractions, booleans and out-of-range values."""
+    tensor = labels if isinstance(labels, torch.Tensor) else torch.as_tensor(np.asarray(labels))
+    tensor = tensor.reshape(-1).cpu()
+    if tensor.dtype == torch.bool:
+        raise TypeError("labels must be integer class indices; got booleans")
+    if tensor.is_floating_point():
+        if not bool(torch.isfinite(tensor).all()) or not bool((tensor == tensor.round()).all()):
+            bad = tensor[~torch.isfinite(tensor) | (tensor != tensor.round())][:3].tolist()
+            raise TypeError(f"labels must be integer class indices; got non-integer values {bad}")
+    elif tensor.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
+        raise TypeError(f"labels must be integer class indices; got dtype {tensor.dtype}")
+    tensor = tensor.to(torch.long)
+    if tensor.numel() != n:
+        raise MemoryShapeError(f"add() got {n} ids and {tensor.numel()} labels")
+    if n and (tensor.min() < 0 or tensor.max() >= num_classes):
+        raise UnknownClassError(
+            f"labels must lie in 0..{num_classes - 1} ({label_names}); got {int(tensor.min())}..{int(tensor.max())}"
+        )
+    return tensor
+
+
+class Neighbours(NamedTuple):
+    """What `SampleMemory.nearest` returns: for each query its k nearest memory entries, nearest first."""
+
+    distances: torch.Tensor  # (B, k) squared L2 distances
+    keys: torch.Tensor  # (B, k) int64 stable keys
+    values: torch.Tensor  # (B, k, D) the entries' values
+    labels: torch.Tensor  # (B, k) int64 their labels
 
 
 class SampleMemory:
@@ -185,7 +177,8 @@ class SampleMemory:
         label_names: class names; labels are indices into this list.
         value_shape: shape of one value, e.g. `(512,)` for embeddings or `(3, 32, 32)` for images.
         dtype: value dtype (`torch.float32` for embeddings, `torch.uint8` for images).
-        salt: hex salt for the ledger's id hashes (random if omitted).
+        ledger_key: the `spm_hf.ledger.LedgerKey` this memory's forget events are hashed and signed with
+            (default: the user's key, `LedgerKey.default()`, looked up when first needed).
 
     Values live in one tensor with spare capacity (like a vector); `values` is a view of the live rows.
     """
@@ -195,20 +188,28 @@ class SampleMemory:
         label_names: Sequence[str],
         value_shape: Sequence[int],
         dtype: torch.dtype = torch.float32,
-        salt: str | None = None,
+        ledger_key: LedgerKey | None = None,
     ):
+        if isinstance(label_names, (str, bytes)):
+            raise TypeError(f"label_names must be a list of class names, not one string {label_names!r}")
         label_names = [str(n) for n in label_names]
         if not label_names:
             raise ValueError("label_names must name at least one class")
         if len(set(label_names)) != len(label_names):
             raise ValueError(f"label_names must be unique, got {label_names}")
+        shape = tuple(int(s) for s in value_shape)
+        if not shape or any(s <= 0 for s in shape):
+            raise MemoryShapeError(f"value_shape must be positive sizes, e.g. (512,); got {tuple(value_shape)}")
+        if not isinstance(dtype, torch.dtype):
+            raise TypeError(f"dtype must be a torch.dtype (e.g. torch.float32); got {dtype!r}")
         self.label_names: list[str] = label_names
-        self.value_shape: tuple[int, ...] = tuple(int(s) for s in value_shape)
+        self.value_shape: tuple[int, ...] = shape
         self.dtype = dtype
-        self.salt = salt or secrets.token_hex(16)
+        self._key = ledger_key
         self.ledger: list[dict] = []
-        self._forgotten_set: set[str] = set()
-        self._forgotten_pending: list[list[str]] = []  # merged into the set on the first lookup
+        self._lock = threading.RLock()
+        self._forgotten_by_key: dict[str, set[str]] = {}  # key id (or "salt:<salt>") -> hashes
+        self._next_key = 0
         self._init_storage(0, torch.device("cpu"))
 
     # ------------------------------------------------------------------ storage
@@ -218,14 +219,16 @@ class SampleMemory:
         self._labels = torch.zeros(capacity, dtype=torch.long, device=device)
         self._trained_on = torch.zeros(capacity, dtype=torch.bool, device=device)
         self._row_hashes = np.zeros((capacity, _LANES), dtype=np.uint64)
-        # Per-row id and salted id hash, moved with the row (object arrays: moves are pointer copies).
+        # Per-row id, key and keyed id hash, moved with the row (object arrays: moves are pointer copies).
         self._ids = np.empty(capacity, dtype=object)
+        self._keys = np.zeros(capacity, dtype=np.int64)
         self._id_hashes = np.empty(capacity, dtype=object)
         self._row_of: dict[str, int] | None = {}  # id -> row; None = stale, rebuilt on the next lookup
+        self._row_of_key = np.full(0, -1, dtype=np.int64)  # key -> row, -1 for keys no longer in memory
         self._digest_lanes = np.zeros(_LANES, dtype=np.uint64)
         self._class_sums: torch.Tensor | None = None  # (C, D) float64, built lazily for 1-D values
         self._class_counts = torch.zeros(len(self.label_names), dtype=torch.long)
-        self._listeners: list = []
+        self._listeners: list[MemoryListener] = []
 
     def _grow(self, needed: int) -> None:
         capacity = self._values.shape[0]
@@ -233,27 +236,42 @@ class SampleMemory:
             return
         new_capacity = max(needed, int(capacity * 1.5) + 16)
         dev = self._values.device
+        n = self._n
         values = torch.zeros((new_capacity, *self.value_shape), dtype=self.dtype, device=dev)
-        values[: self._n] = self._values[: self._n]
+        values[:n] = self._values[:n]
         labels = torch.zeros(new_capacity, dtype=torch.long, device=dev)
-        labels[: self._n] = self._labels[: self._n]
+        labels[:n] = self._labels[:n]
         trained = torch.zeros(new_capacity, dtype=torch.bool, device=dev)
-        trained[: self._n] = self._trained_on[: self._n]
+        trained[:n] = self._trained_on[:n]
         hashes = np.zeros((new_capacity, _LANES), dtype=np.uint64)
-        hashes[: self._n] = self._row_hashes[: self._n]
+        hashes[:n] = self._row_hashes[:n]
         ids = np.empty(new_capacity, dtype=object)
-        ids[: self._n] = self._ids[: self._n]
+        ids[:n] = self._ids[:n]
+        keys = np.zeros(new_capacity, dtype=np.int64)
+        keys[:n] = self._keys[:n]
         id_hashes = np.empty(new_capacity, dtype=object)
-        id_hashes[: self._n] = self._id_hashes[: self._n]
-        self._ids, self._id_hashes = ids, id_hashes
+        id_hashes[:n] = self._id_hashes[:n]
         # Scrub the old buffers before letting them go: they hold the same rows, and a stale copy must
         # not outlive a later forget.
         self._values.zero_()
+        self._ids, self._keys, self._id_hashes = ids, keys, id_hashes
         self._values, self._labels, self._trained_on, self._row_hashes = values, labels, trained, hashes
 
     @property
+    def ledger_key(self) -> LedgerKey:
+        """The key this memory hashes and signs with (the user's default key unless one was given)."""
+        if self._key is None:
+            try:
+                self._key = LedgerKey.default()
+            except OSError as e:  # a read-only home: the proofs live only as long as this process
+                warnings.warn(f"could not store a ledger key ({e}); using a key that dies with this process",
+                              stacklevel=2)
+                self._key = LedgerKey.generate()
+        return self._key
+
+    @property
     def values(self) -> torch.Tensor:
-        """(N, *value_shape) live values."""
+        """(N, *value_shape) live values (a view: see the module docstring, point 8)."""
         return self._values[: self._n]
 
     @property
@@ -269,12 +287,49 @@ class SampleMemory:
     @property
     def ids(self) -> list[str]:
         """Live sample ids, in row order (a copy)."""
-        return self._ids[: self._n].tolist()
+        with self._lock:
+            return self._ids[: self._n].tolist()
+
+    @property
+    def keys(self) -> torch.Tensor:
+        """(N,) int64 stable keys of the live samples, in row order (a copy)."""
+        with self._lock:
+            return torch.from_numpy(self._keys[: self._n].copy())
 
     def _row_index(self) -> dict[str, int]:
         if self._row_of is None:
             self._row_of = {sample_id: row for row, sample_id in enumerate(self._ids[: self._n].tolist())}
         return self._row_of
+
+    def _rows_of_keys(self, keys: torch.Tensor | np.ndarray) -> np.ndarray:
+        flat = np.asarray(keys.cpu() if isinstance(keys, torch.Tensor) else keys, dtype=np.int64)
+        in_range = (flat >= 0) & (flat < len(self._row_of_key))
+        rows = np.full(flat.shape, -1, dtype=np.int64)
+        rows[in_range] = self._row_of_key[flat[in_range]]
+        if (rows < 0).any():
+            missing = np.unique(flat[rows < 0])[:5].tolist()
+            raise UnknownKeyError(f"keys {missing} are not in memory (forgotten, or never issued)")
+        return rows
+
+    def gather(self, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`(values (*keys.shape, *value_shape), labels keys.shape)` of the samples with these keys."""
+        with self._lock:
+            rows = torch.from_numpy(self._rows_of_keys(keys)).to(self.device)
+            return self._values[rows].clone(), self._labels[rows].clone()
+
+    def ids_of(self, keys: torch.Tensor | Sequence[int]) -> list[str]:
+        """The sample ids of these keys (flattened, in order)."""
+        with self._lock:
+            rows = self._rows_of_keys(torch.as_tensor(keys).reshape(-1))
+            return self._ids[rows].tolist()
+
+    def key_of(self, sample_id: str) -> int:
+        """The stable key of a sample id in memory."""
+        with self._lock:
+            row = self._row_index().get(str(sample_id))
+            if row is None:
+                raise UnknownIdError(f"id {sample_id!r} is not in memory")
+            return int(self._keys[row])
 
     @property
     def num_classes(self) -> int:
@@ -288,7 +343,8 @@ class SampleMemory:
         return self._n
 
     def __contains__(self, sample_id: str) -> bool:
-        return sample_id in self._row_index()
+        with self._lock:
+            return sample_id in self._row_index()
 
     def __repr__(self) -> str:
         return (
@@ -298,33 +354,66 @@ class SampleMemory:
 
     def class_counts(self) -> dict[str, int]:
         """Label name -> number of samples currently in memory."""
-        return dict(zip(self.label_names, self._class_counts.tolist()))
+        with self._lock:
+            return dict(zip(self.label_names, self._class_counts.tolist()))
 
     def to(self, device: torch.device | str) -> SampleMemory:
         """Move the values (in place) to `device`; returns self."""
         device = torch.device(device)
-        if device != self._values.device:
-            self._values = self._values.to(device)
-            self._labels = self._labels.to(device)
-            self._trained_on = self._trained_on.to(device)
-            self._notify("moved")
+        with self._lock:
+            if device != self._values.device:
+                self._values = self._values.to(device)
+                self._labels = self._labels.to(device)
+                self._trained_on = self._trained_on.to(device)
+                for listener in self._listeners:
+                    listener.on_device_change(self)
         return self
 
-    def add_listener(self, listener) -> None:
-        """Register an aggregate kept in step with the memory (see `FaissNeighborIndex`)."""
-        self._listeners.append(listener)
+    def add_listener(self, listener: MemoryListener) -> None:
+        """Register an aggregate kept in step with the memory (a `spm_hf.memory_index.MemoryListener`)."""
+        if not isinstance(listener, MemoryListener):
+            raise TypeError(f"listeners must subclass spm_hf.memory_index.MemoryListener; got {type(listener).__name__}")
+        with self._lock:
+            if listener not in self._listeners:
+                self._listeners.append(listener)
 
-    def remove_listener(self, listener) -> None:
+    def remove_listener(self, listener: MemoryListener) -> None:
         """Detach an aggregate registered with `add_listener` (no error if it is not attached)."""
-        if listener in self._listeners:
-            self._listeners.remove(listener)
+        with self._lock:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
 
-    def _notify(self, event: str, **kwargs) -> None:
-        for listener in self._listeners:
-            listener.on_memory_change(self, event, **kwargs)
+    def copy(self) -> SampleMemory:
+        """An independent memory with the same rows, keys, ledger and key; listeners are not copied
+        (aggregates such as a faiss index are rebuilt on the copy when first needed)."""
+        with self._lock:
+            other = SampleMemory(self.label_names, self.value_shape, self.dtype, ledger_key=self._key)
+            n = self._n
+            other._init_storage(0, self.device)
+            other._n = n
+            other._values = self._values[:n].clone()
+            other._labels = self._labels[:n].clone()
+            other._trained_on = self._trained_on[:n].clone()
+            other._row_hashes = self._row_hashes[:n].copy()
+            other._ids = self._ids[:n].copy()
+            other._keys = self._keys[:n].copy()
+            other._id_hashes = self._id_hashes[:n].copy()
+            other._row_of = None
+            other._row_of_key = self._row_of_key.copy()
+            other._digest_lanes = self._digest_lanes.copy()
+            other._class_sums = None if self._class_sums is None else self._class_sums.clone()
+            other._class_counts = self._class_counts.clone()
+            other._next_key = self._next_key
+            other.ledger = json.loads(json.dumps(self.ledger))
+            other._forgotten_by_key = {k: set(v) for k, v in self._forgotten_by_key.items()}
+            return other
+
+    def __deepcopy__(self, memo) -> SampleMemory:
+        return self.copy()
 
     # ------------------------------------------------------------------ hashing
-    def _row_hash(self, sample_id: str, label: int, trained_on: bool, value: torch.Tensor) -> np.ndarray:
+    @staticmethod
+    def _row_hash(sample_id: str, label: int, trained_on: bool, value: torch.Tensor) -> np.ndarray:
         h = hashlib.blake2b(digest_size=8 * _LANES)
         h.update(sample_id.encode())
         h.update(b"\x00")
@@ -337,9 +426,12 @@ class SampleMemory:
         """Order-independent digest of the live rows (ids, labels, flags, values) and the label names.
 
         A multiset hash: the sum of per-row BLAKE2b hashes, so it is updated in O(rows changed) and
-        two memories with the same rows in any order have the same digest.
+        two memories with the same rows in any order have the same digest. Keys and the ledger are not
+        part of it (a memory built from the retained samples has the same digest); the saved file's seal
+        covers them.
         """
-        return self._digest_of(self._digest_lanes)
+        with self._lock:
+            return self._digest_of(self._digest_lanes)
 
     def _digest_of(self, lanes: np.ndarray) -> str:
         h = hashlib.sha256()
@@ -349,22 +441,33 @@ class SampleMemory:
 
     def recompute_digest(self) -> str:
         """Digest recomputed from the values themselves (O(N)); `verify()` compares it to `digest()`."""
-        lanes = np.zeros(_LANES, dtype=np.uint64)
-        values, labels, trained = self.values, self.labels.tolist(), self.trained_on.tolist()
-        for row, sample_id in enumerate(self.ids):
-            lanes += self._row_hash(sample_id, labels[row], trained[row], values[row])
-        return self._digest_of(lanes)
+        with self._lock:
+            lanes = np.zeros(_LANES, dtype=np.uint64)
+            values, labels, trained = self.values, self.labels.tolist(), self.trained_on.tolist()
+            for row, sample_id in enumerate(self._ids[: self._n].tolist()):
+                lanes += self._row_hash(sample_id, labels[row], trained[row], values[row])
+            return self._digest_of(lanes)
 
     def verify(self) -> None:
-        """Raise `MemoryIntegrityError` if the stored values no longer match the running digest."""
-        if self.recompute_digest() != self.digest():
-            raise MemoryIntegrityError("the memory's values do not match its digest (modified in place?)")
+        """Raise `MemoryIntegrityError` if the stored rows no longer match the running digest and counts."""
+        with self._lock:
+            if self.recompute_digest() != self.digest():
+                raise MemoryIntegrityError("the memory's values do not match its digest (modified in place?)")
+            counts = torch.bincount(self.labels.cpu(), minlength=self.num_classes)
+            ids = self._ids[: self._n].tolist()
+            if not torch.equal(counts, self._class_counts) or any(i is None for i in ids) or len(set(ids)) != len(ids):
+                raise MemoryIntegrityError("the memory's rows, ids and class counts disagree")
+            rows = self._rows_of_keys(self._keys[: self._n])
+            if not np.array_equal(rows, np.arange(self._n)):
+                raise MemoryIntegrityError("the memory's key index disagrees with its rows")
 
     # ------------------------------------------------------------------ class resolution
     def class_index(self, cls: str | int) -> int:
         """Resolve a class name or index; unknown ones raise `UnknownClassError` listing valid names."""
-        if isinstance(cls, bool):
+        if isinstance(cls, (bool, np.bool_)):
             raise UnknownClassError(f"class {cls!r} is neither a name nor an index; valid: {self.label_names}")
+        if isinstance(cls, torch.Tensor) and cls.dim() == 0 and not cls.is_floating_point():
+            cls = int(cls)
         if isinstance(cls, (int, np.integer)):
             if 0 <= int(cls) < self.num_classes:
                 return int(cls)
@@ -375,7 +478,23 @@ class SampleMemory:
             if cls in self.label_names:
                 return self.label_names.index(cls)
             raise UnknownClassError(f"unknown class {cls!r}; valid names: {self.label_names}")
-        raise UnknownClassError(f"class {cls!r} is neither a name nor an index; valid: {self.label_names}")
+        raise UnknownClassError(
+            f"class {cls!r} ({type(cls).__name__}) is neither a name nor an integer index; valid: {self.label_names}"
+        )
+
+    def _class_list(self, classes) -> list[int]:
+        if isinstance(classes, (str, int, np.integer)) and not isinstance(classes, (bool, np.bool_)):
+            classes = [classes]
+        elif isinstance(classes, torch.Tensor):
+            if classes.is_floating_point():
+                raise UnknownClassError(f"classes must be names or integer indices; got a {classes.dtype} tensor")
+            classes = classes.reshape(-1).tolist()
+        elif isinstance(classes, (bytes, bytearray, float)) or not isinstance(classes, Iterable):
+            raise UnknownClassError(
+                f"classes must be a list of class names or integer indices; got {classes!r} "
+                f"({type(classes).__name__}); valid: {self.label_names}"
+            )
+        return sorted({self.class_index(c) for c in classes})
 
     # ------------------------------------------------------------------ add
     def add(
@@ -385,32 +504,56 @@ class SampleMemory:
         values: torch.Tensor,
         trained_on: bool | Sequence[bool] | torch.Tensor = True,
         allow_reingest: bool = False,
-    ) -> None:
-        """Append samples. Validates everything first; on error nothing is added.
+        _keys: np.ndarray | None = None,
+    ) -> torch.Tensor:
+        """Append samples; returns their (n,) int64 keys. Validates everything first: on any error nothing
+        is added (no row, no id, no aggregate changes).
 
         Args:
             ids: unique string ids, none already in memory.
-            labels: (n,) class indices.
-            values: (n, *value_shape) values (cast to the memory's dtype).
+            labels: (n,) integer class indices (fractions such as 1.7 are refused, not rounded).
+            values: (n, *value_shape) values (cast to the memory's dtype); NaN / Inf / values too large for
+                float32 are refused.
             trained_on: whether the parameters were trained on these samples (one flag or one per sample).
             allow_reingest: accept ids that the ledger shows as forgotten (a deliberate re-ingestion).
         """
-        ids = [str(i) for i in ids]
+        ids = _as_id_list(ids)
         n = len(ids)
-        labels = torch.as_tensor(labels, dtype=torch.long).reshape(-1).cpu()
-        values = torch.as_tensor(values)
-        if labels.numel() != n or values.shape[0] != n:
-            raise MemoryShapeError(f"add() got {n} ids, {labels.numel()} labels and {values.shape[0]} values")
+        if not isinstance(values, torch.Tensor):
+            values = torch.as_tensor(np.asarray(values))
+        if values.dim() == 0 or values.shape[0] != n:
+            raise MemoryShapeError(f"add() got {n} ids and values of shape {tuple(values.shape)}")
         if tuple(values.shape[1:]) != self.value_shape:
             raise MemoryShapeError(
                 f"values of shape {tuple(values.shape[1:])} do not fit this memory's value_shape {self.value_shape}"
             )
         if values.is_floating_point() and self.dtype == torch.uint8:
             raise MemoryShapeError("this memory stores uint8 images; got floating-point values")
-        if n and (labels.min() < 0 or labels.max() >= self.num_classes):
-            raise UnknownClassError(
-                f"labels must lie in 0..{self.num_classes - 1} ({self.label_names}); got {labels.min()}..{labels.max()}"
-            )
+        if values.is_complex() or values.dtype == torch.bool:
+            raise MemoryShapeError(f"values must be real numbers; got dtype {values.dtype}")
+        labels = _as_labels(labels, n, self.num_classes, self.label_names)
+        if isinstance(trained_on, (bool, np.bool_)):
+            flags = torch.full((n,), bool(trained_on), dtype=torch.bool)
+        else:
+            flags = torch.as_tensor(trained_on).reshape(-1)
+            if flags.dtype != torch.bool:
+                if not bool(((flags == 0) | (flags == 1)).all()):
+                    raise TypeError("trained_on must be booleans (or 0/1)")
+                flags = flags.to(torch.bool)
+            if flags.numel() != n:
+                raise MemoryShapeError(f"trained_on has {flags.numel()} flags for {n} ids")
+        cast = values.detach().to(dtype=self.dtype)
+        if cast.is_floating_point() and n:
+            finite = torch.isfinite(cast).reshape(n, -1).all(1)
+            if not bool(finite.all()):
+                bad = [ids[i] for i in torch.nonzero(~finite).flatten()[:3].tolist()]
+                raise MemoryShapeError(
+                    f"values must be finite; {int((~finite).sum())} samples hold NaN/Inf or overflow "
+                    f"{self.dtype} (e.g. {bad})"
+                )
+        elif not values.is_floating_point() and self.dtype == torch.uint8 and n:
+            if int(values.min()) < 0 or int(values.max()) > 255:
+                raise MemoryShapeError(f"uint8 images must lie in 0..255; got {int(values.min())}..{int(values.max())}")
         if len(set(ids)) != n:
             seen, dup = set(), []
             for i in ids:
@@ -418,162 +561,186 @@ class SampleMemory:
                     dup.append(i)
                 seen.add(i)
             raise ValueError(f"duplicate ids in add(): {dup[:5]}")
-        row_of = self._row_index()
-        clash = [i for i in ids if i in row_of]
-        if clash:
-            raise ValueError(f"{len(clash)} ids are already in memory, e.g. {clash[:5]}")
-        if not allow_reingest and self._forgotten_hashes:
-            forgotten = self._forgotten_hashes
-            again = [i for i in ids if hash_id(i, self.salt) in forgotten]
-            if again:
-                raise ReingestionError(
-                    f"{len(again)} ids were forgotten earlier (the ledger holds their hashes), e.g. {again[:3]}; "
-                    "pass allow_reingest=True to add them back deliberately"
-                )
-        if isinstance(trained_on, bool):
-            flags = torch.full((n,), trained_on, dtype=torch.bool)
-        else:
-            flags = torch.as_tensor(trained_on, dtype=torch.bool).reshape(-1)
-            if flags.numel() != n:
-                raise MemoryShapeError(f"trained_on has {flags.numel()} flags for {n} ids")
-        if n == 0:
-            return
+        with self._lock:
+            row_of = self._row_index()
+            clash = [i for i in ids if i in row_of]
+            if clash:
+                raise ValueError(f"{len(clash)} ids are already in memory, e.g. {clash[:5]}")
+            key = self.ledger_key
+            id_hashes = [key.hash_id(i) for i in ids]
+            if not allow_reingest and self.ledger:
+                again = self._forgotten_among(ids, id_hashes)
+                if again:
+                    raise ReingestionError(
+                        f"{len(again)} ids were forgotten earlier (the ledger holds their hashes), e.g. "
+                        f"{again[:3]}; pass allow_reingest=True to add them back deliberately"
+                    )
+            if _keys is None:
+                keys = np.arange(self._next_key, self._next_key + n, dtype=np.int64)
+            else:
+                keys = np.asarray(_keys, dtype=np.int64).reshape(-1)
+                if len(keys) != n or (n and keys.min() < 0) or len(np.unique(keys)) != n:
+                    raise MemoryIntegrityError("stored keys must be n distinct non-negative integers")
+                if n and keys.max() < len(self._row_of_key) and (self._row_of_key[keys[keys < len(self._row_of_key)]] >= 0).any():
+                    raise MemoryIntegrityError("stored keys collide with keys in memory")
+            cpu_values = cast.cpu()
+            labels_list, flags_list = labels.tolist(), flags.tolist()
+            row_hashes = np.stack(
+                [self._row_hash(ids[k], labels_list[k], flags_list[k], cpu_values[k]) for k in range(n)]
+            ) if n else np.zeros((0, _LANES), dtype=np.uint64)
+            if n == 0:
+                return torch.zeros(0, dtype=torch.long)
 
-        values = values.to(device=self.device, dtype=self.dtype)
-        start = self._n
-        self._grow(start + n)
-        self._values[start : start + n] = values
-        self._labels[start : start + n] = labels.to(self.device)
-        self._trained_on[start : start + n] = flags.to(self.device)
-        cpu_values = values.cpu()
-        labels_list, flags_list = labels.tolist(), flags.tolist()
-        for k, sample_id in enumerate(ids):
-            self._row_hashes[start + k] = self._row_hash(sample_id, labels_list[k], flags_list[k], cpu_values[k])
-            self._id_hashes[start + k] = hash_id(sample_id, self.salt)
-            row_of[sample_id] = start + k
-        self._digest_lanes += self._row_hashes[start : start + n].sum(axis=0, dtype=np.uint64)
-        self._ids[start : start + n] = ids
-        self._n += n
-        self._class_counts += torch.bincount(labels, minlength=self.num_classes)
-        if self._class_sums is not None:
-            self._class_sums.index_add_(0, labels, cpu_values.reshape(n, -1).double())
-        self._notify("add", rows=torch.arange(start, start + n))
+            # Everything is validated and computed: from here on nothing can fail half-way.
+            start = self._n
+            self._grow(start + n)
+            self._values[start : start + n] = cast.to(self.device)
+            self._labels[start : start + n] = labels.to(self.device)
+            self._trained_on[start : start + n] = flags.to(self.device)
+            self._row_hashes[start : start + n] = row_hashes
+            self._ids[start : start + n] = ids
+            self._id_hashes[start : start + n] = id_hashes
+            self._keys[start : start + n] = keys
+            top = int(keys.max()) + 1
+            if top > len(self._row_of_key):
+                grown = np.full(max(top, int(len(self._row_of_key) * 1.5) + 16), -1, dtype=np.int64)
+                grown[: len(self._row_of_key)] = self._row_of_key
+                self._row_of_key = grown
+            self._row_of_key[keys] = np.arange(start, start + n)
+            self._next_key = max(self._next_key, top)
+            for k, sample_id in enumerate(ids):
+                row_of[sample_id] = start + k
+            self._digest_lanes += row_hashes.sum(axis=0, dtype=np.uint64)
+            self._n += n
+            self._class_counts += torch.bincount(labels, minlength=self.num_classes)
+            if self._class_sums is not None:
+                self._class_sums.index_add_(0, labels, cpu_values.reshape(n, -1).double())
+            for listener in self._listeners:
+                listener.on_add(self, keys, self._values[start : start + n])
+            return torch.from_numpy(keys.copy())
 
     # ------------------------------------------------------------------ aggregates
     def class_sums(self) -> torch.Tensor:
         """(C, D) float64 per-class sums of the values (flattened), downdated exactly on forget."""
-        if self._class_sums is None:
-            flat = self.values.detach().cpu().reshape(self._n, -1).double()
-            sums = torch.zeros(self.num_classes, flat.shape[1], dtype=torch.float64)
-            sums.index_add_(0, self.labels.cpu(), flat)
-            self._class_sums = sums
-        return self._class_sums
+        with self._lock:
+            if self._class_sums is None:
+                flat = self.values.detach().cpu().reshape(self._n, -1).double()
+                sums = torch.zeros(self.num_classes, flat.shape[1], dtype=torch.float64)
+                sums.index_add_(0, self.labels.cpu(), flat)
+                self._class_sums = sums
+            return self._class_sums
 
     def class_counts_tensor(self) -> torch.Tensor:
-        """(C,) int64 number of samples per class."""
-        return self._class_counts
+        """(C,) int64 number of samples per class (a copy)."""
+        with self._lock:
+            return self._class_counts.clone()
 
     def class_means(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns `(means (C, D) float32, present (C,) bool)`; absent classes have a zero mean."""
-        counts = self._class_counts
-        present = counts > 0
-        means = self.class_sums() / counts.clamp_min(1).unsqueeze(1).double()
-        return means.float(), present
+        with self._lock:
+            counts = self._class_counts
+            present = counts > 0
+            means = self.class_sums() / counts.clamp_min(1).unsqueeze(1).double()
+            return means.float(), present.clone()
 
     # ------------------------------------------------------------------ forget
-    def resolve(self, ids: Iterable[str] | None = None, classes: Iterable[str | int] | None = None):
+    def resolve(self, classes: Iterable[str | int] | None = None, *, ids: Iterable[str] | None = None):
         """Rows selected by a forget request, validated. Returns `(rows (sorted), already_forgotten)`.
 
         Raises `UnknownClassError` / `UnknownIdError` naming the offending entries, and
         `ForgetRequestError` if the request would leave the memory empty. Changes nothing.
         """
         if ids is None and classes is None:
-            raise ForgetRequestError("forget() needs ids=[...] and/or classes=[...]")
-        if isinstance(ids, str):
-            ids = [ids]
-        if isinstance(classes, (str, int)):
-            classes = [classes]
-        # numpy on the CPU: these are small serial operations, and torch's thread pool stalls them when
-        # the cores are busy.
-        mask = np.zeros(self._n, dtype=bool)
-        already = 0
-        if classes is not None:
-            class_idx = sorted({self.class_index(c) for c in classes})
-            labels = self.labels.cpu().numpy()
-            for c in class_idx:
-                mask |= labels == c
-        if ids is not None:
-            unknown, id_rows = [], []
-            row_of = self._row_index()
-            for sample_id in ids:
-                sample_id = str(sample_id)
-                row = row_of.get(sample_id)
-                if row is not None:
-                    id_rows.append(row)
-                elif hash_id(sample_id, self.salt) in self._forgotten_hashes:
-                    already += 1
-                else:
-                    unknown.append(sample_id)
-            if unknown:
-                raise UnknownIdError(
-                    f"{len(unknown)} ids are not in memory and were never forgotten from it, e.g. {unknown[:5]}"
+            raise ForgetRequestError("forget() needs ids=[...] and/or classes=[...] (names or indices)")
+        class_idx = self._class_list(classes) if classes is not None else []
+        id_list = _as_id_list(ids) if ids is not None else []
+        with self._lock:
+            # numpy on the CPU: these are small serial operations, and torch's thread pool stalls them when
+            # the cores are busy.
+            mask = np.zeros(self._n, dtype=bool)
+            already = 0
+            if class_idx:
+                labels = self.labels.cpu().numpy()
+                for c in class_idx:
+                    mask |= labels == c
+            if id_list:
+                unknown, id_rows = [], []
+                row_of = self._row_index()
+                for sample_id in id_list:
+                    row = row_of.get(sample_id)
+                    if row is not None:
+                        id_rows.append(row)
+                    elif self._forgotten_among([sample_id], None, missing_key_ok=True):
+                        already += 1
+                    else:
+                        unknown.append(sample_id)
+                if unknown:
+                    raise UnknownIdError(
+                        f"{len(unknown)} ids are not in memory and were never forgotten from it, e.g. {unknown[:5]}"
+                    )
+                mask[id_rows] = True
+            rows = np.flatnonzero(mask)  # sorted, unique
+            if len(rows) and len(rows) == self._n:
+                raise ForgetRequestError(
+                    "this request would forget every sample in the memory (every class); an SPM with an empty "
+                    "memory cannot predict. Forget fewer classes, or train a new model."
                 )
-            mask[id_rows] = True
-        rows = np.flatnonzero(mask)  # sorted, unique
-        if len(rows) and len(rows) == self._n:
-            raise ForgetRequestError(
-                "this request would forget every sample in the memory (every class); an SPM with an empty "
-                "memory cannot predict. Forget fewer classes, or train a new model."
-            )
-        return rows, already
+            return rows, already
 
     def forget(
-        self, ids: Iterable[str] | None = None, classes: Iterable[str | int] | None = None
+        self, classes: Iterable[str | int] | str | int | None = None, *, ids: Iterable[str] | None = None
     ) -> ForgetReceipt:
-        """Delete samples by id and/or whole classes (names or indices). See the module docstring."""
-        start = time.perf_counter()
-        digest_before = self.digest()
-        rows, already = self.resolve(ids=ids, classes=classes)
-        per_class = {name: 0 for name in self.label_names}
-        hashes: list[str] = []
-        flags = np.zeros(0, dtype=bool)
-        if len(rows):
-            hashes, flags, per_class = self._delete_rows(rows)
-            self._forgotten_pending.append(hashes)
-        digest_after = self.digest()
-        seconds = time.perf_counter() - start
-        receipt = ForgetReceipt(
-            removed_per_class=per_class,
-            removed_hashes=hashes,
-            removed_trained_on=flags,
-            digest_before=digest_before,
-            digest_after=digest_after,
-            seconds=seconds,
-            salt=self.salt,
-            already_forgotten=already,
-        )
-        if len(rows):
-            self.ledger.append(
-                {
-                    "event": "forget",
-                    "timestamp": receipt.timestamp,
-                    "num_removed": receipt.num_removed,
-                    "removed_per_class": {k: v for k, v in per_class.items() if v},
-                    "num_trained_on": receipt.num_trained_on,
-                    "num_memory_only": receipt.num_memory_only,
-                    "digest_before": digest_before,
-                    "digest_after": digest_after,
-                    # row order here; `save` writes them sorted (sorting 5k hashes costs ~1 ms, a fifth
-                    # of a whole-class forget), so the file reveals nothing of the rows' order
-                    "id_hashes": hashes,
-                }
+        """Delete whole classes (names or indices) and/or samples by id. See the module docstring.
+
+        `forget(["cat"])` and `forget(classes=["cat"])` forget classes; `forget(ids=[...])` forgets samples.
+        """
+        with self._lock:
+            start = time.perf_counter()
+            digest_before = self.digest()
+            rows, already = self.resolve(classes, ids=ids)
+            key = self.ledger_key
+            per_class = {name: 0 for name in self.label_names}
+            hashes: list[str] = []
+            flags = np.zeros(0, dtype=bool)
+            if len(rows):
+                hashes, flags, per_class = self._delete_rows(rows)
+                self._forgotten_by_key.setdefault(key.key_id, set()).update(hashes)
+            digest_after = self.digest()
+            seconds = time.perf_counter() - start
+            receipt = ForgetReceipt(
+                removed_per_class=per_class,
+                removed_hashes=hashes,
+                removed_trained_on=flags,
+                digest_before=digest_before,
+                digest_after=digest_after,
+                seconds=seconds,
+                key_id=key.key_id,
+                already_forgotten=already,
+                _key=key,
             )
-        return receipt
+            if len(rows):
+                self.ledger.append(
+                    {
+                        "event": "forget",
+                        "timestamp": receipt.timestamp,
+                        "num_removed": receipt.num_removed,
+                        "removed_per_class": {k: v for k, v in per_class.items() if v},
+                        "num_trained_on": receipt.num_trained_on,
+                        "num_memory_only": receipt.num_memory_only,
+                        "digest_before": digest_before,
+                        "digest_after": digest_after,
+                        "key_id": key.key_id,
+                        # row order here; `save` writes them sorted (sorting 5k hashes costs ~1 ms, a fifth
+                        # of a whole-class forget), so the file reveals nothing of the rows' order
+                        "id_hashes": hashes,
+                    }
+                )
+            return receipt
 
     def _delete_rows(self, rows: np.ndarray) -> tuple[list[str], np.ndarray, dict[str, int]]:
         """Remove `rows` (sorted, unique) in O(len(rows)): fill holes from the tail, zero the tail.
 
-        Returns the removed rows' salted id hashes, their `trained_on` flags and counts per class.
+        Returns the removed rows' keyed id hashes, their `trained_on` flags and counts per class.
         """
         n, k = self._n, len(rows)
         new_n = n - k
@@ -585,6 +752,7 @@ class SampleMemory:
         index = (lambda a: a) if cpu else (lambda a: torch.from_numpy(a).to(self.device))
         removed_labels = torch.as_tensor(labels[index(rows)]).cpu()
         removed_flags = torch.as_tensor(trained[index(rows)]).cpu().numpy()
+        removed_keys = self._keys[rows].copy()
 
         # Receipt and downdates first, while the removed rows are still in place.
         per_class_counts = torch.from_numpy(np.bincount(removed_labels.numpy(), minlength=self.num_classes))
@@ -616,11 +784,13 @@ class SampleMemory:
                     self._row_of[sample_id] = dst
             else:
                 self._row_of = None
+        self._row_of_key[removed_keys] = -1
         if len(holes):
             for table in (values, labels, trained):
                 table[index(holes)] = table[index(movers)]
-            for table in (self._row_hashes, self._ids, self._id_hashes):
+            for table in (self._row_hashes, self._ids, self._id_hashes, self._keys):
                 table[holes] = table[movers]
+            self._row_of_key[self._keys[holes]] = holes
         # Scrub the vacated tail: no storage of this object keeps a forgotten value or id.
         values[new_n:n] = 0
         labels[new_n:n] = 0
@@ -628,133 +798,238 @@ class SampleMemory:
         self._row_hashes[new_n:n] = 0
         self._ids[new_n:n] = None
         self._id_hashes[new_n:n] = None
+        self._keys[new_n:n] = 0
         self._n = new_n
-        if self._listeners:
-            self._notify("delete", removed=rows.tolist(), moved=list(zip(movers.tolist(), holes.tolist())))
+        for listener in self._listeners:
+            listener.on_delete(self, removed_keys)
         return hashes, removed_flags, per_class
 
-    @property
-    def _forgotten_hashes(self) -> set[str]:
-        """Salted hashes of every forgotten id (the ledger's), as a set for lookups."""
-        for hashes in self._forgotten_pending:
-            self._forgotten_set.update(hashes)
-        self._forgotten_pending.clear()
-        return self._forgotten_set
+    def _forgotten_among(self, ids: list[str], current_hashes: list[str] | None,
+                         missing_key_ok: bool = False) -> list[str]:
+        """The ids of `ids` that the ledger shows as forgotten. Raises `LedgerKeyError` if an event was
+        hashed under a key this user does not hold (so the answer cannot be known), unless
+        `missing_key_ok`."""
+        found: set[str] = set()
+        for key_id, hashes in self._forgotten_by_key.items():
+            if not hashes:
+                continue
+            if key_id.startswith("salt:"):
+                salt = key_id[5:]
+                found.update(i for i in ids if _legacy_hash_id(i, salt) in hashes)
+                continue
+            if current_hashes is not None and self._key is not None and key_id == self._key.key_id:
+                found.update(i for i, h in zip(ids, current_hashes) if h in hashes)
+                continue
+            key = self._key if self._key is not None and self._key.key_id == key_id else LedgerKey.find(key_id)
+            if key is None:
+                if missing_key_ok:
+                    continue
+                raise LedgerKeyError(
+                    f"the ledger holds forget events hashed under key {key_id}, which this user does not hold, so "
+                    f"re-ingestion of a forgotten id cannot be ruled out; set {'SPM_HF_LEDGER_KEY'} to that key, or "
+                    "pass allow_reingest=True"
+                )
+            found.update(i for i in ids if key.hash_id(i) in hashes)
+        return [i for i in ids if i in found]
 
     def is_forgotten(self, sample_id: str) -> bool:
-        """True if the ledger shows `sample_id` as forgotten (a proof that needs the clear id)."""
-        return hash_id(sample_id, self.salt) in self._forgotten_hashes
+        """True if the ledger shows `sample_id` as forgotten. Needs the ledger key the event was hashed
+        under (`spm_hf.ledger`): raises `LedgerKeyError` when an event's key is missing and the id was not
+        found under the keys at hand."""
+        sample_id = _as_id_list([sample_id], "sample_id")[0]
+        with self._lock:
+            if self._forgotten_among([sample_id], None, missing_key_ok=True):
+                return True
+            missing = [k for k, h in self._forgotten_by_key.items()
+                       if h and not k.startswith("salt:") and LedgerKey.find(k) is None
+                       and not (self._key is not None and self._key.key_id == k)]
+            if missing:
+                raise LedgerKeyError(
+                    f"cannot tell: forget events were hashed under keys {missing} that this user does not hold"
+                )
+            return False
 
     # ------------------------------------------------------------------ persistence
+    def _saved_meta(self, weights_sha: str) -> dict:
+        key = self.ledger_key
+        meta = {
+            "format_version": MEMORY_FORMAT_VERSION,
+            "num_items": self._n,
+            "label_names": self.label_names,
+            "value_shape": list(self.value_shape),
+            "dtype": str(self.dtype).replace("torch.", ""),
+            "ids": self._ids[: self._n].tolist(),
+            "next_key": int(self._next_key),
+            "digest": self.digest(),
+            "files": {MEMORY_WEIGHTS_NAME: {"sha256": weights_sha}},
+            "ledger": [{**event, "id_hashes": sorted(event.get("id_hashes", []))} for event in self.ledger],
+            "signature_key_id": key.key_id,
+        }
+        meta["seal"] = seal(meta)
+        meta["signature"] = key.sign(seal_message(meta))
+        return meta
+
     def save(self, directory: str | os.PathLike) -> None:
-        """Write `sample_memory.safetensors` + `sample_memory.json` atomically (temp name, then rename)."""
+        """Write `sample_memory.safetensors` + `sample_memory.json` as one atomic step (other files in
+        `directory` are kept).
+
+        The JSON names the weights file's SHA-256 and is sealed and signed (module docstring, point 5).
+        """
         directory = os.fspath(directory)
         os.makedirs(directory, exist_ok=True)
-        tensors = {
-            "values": self.values.detach().cpu().contiguous().clone(),
-            "labels": self.labels.cpu().clone(),
-            "trained_on": self.trained_on.cpu().to(torch.uint8).clone(),
-        }
-        weights_path = os.path.join(directory, MEMORY_WEIGHTS_NAME)
-        with atomic_path(weights_path) as tmp_weights:
-            save_file(tensors, tmp_weights)
-            weights_sha = _sha256_file(tmp_weights)
-            meta = {
-                "format_version": MEMORY_FORMAT_VERSION,
-                "num_items": self._n,
-                "label_names": self.label_names,
-                "value_shape": list(self.value_shape),
-                "dtype": str(self.dtype).replace("torch.", ""),
-                "ids": self.ids,
-                "digest": self.digest(),
-                "files": {MEMORY_WEIGHTS_NAME: {"sha256": weights_sha}},
-                "salt": self.salt,
-                "ledger": [{**event, "id_hashes": sorted(event.get("id_hashes", []))} for event in self.ledger],
+        with self._lock:
+            tensors = {
+                "values": self.values.detach().cpu().contiguous().clone(),
+                "labels": self.labels.cpu().clone(),
+                "trained_on": self.trained_on.cpu().to(torch.uint8).clone(),
+                "keys": torch.from_numpy(self._keys[: self._n].copy()),
             }
-        write_json(os.path.join(directory, MEMORY_CONFIG_NAME), meta)
+            # Both files change as one: they are written into a staging folder that replaces `directory`
+            # in one step (inside a model's own atomic save, straight into its staging folder).
+            with atomic_directory(directory, owned=(MEMORY_WEIGHTS_NAME, MEMORY_CONFIG_NAME)) as staging:
+                weights_path = os.path.join(staging, MEMORY_WEIGHTS_NAME)
+                save_file(tensors, weights_path)
+                meta = self._saved_meta(_sha256_file(weights_path))
+                write_json(os.path.join(staging, MEMORY_CONFIG_NAME), meta)
 
     @classmethod
-    def load(cls, directory: str | os.PathLike, verify: bool = True) -> SampleMemory:
-        """Load a memory written by `save`; checks the file hash and (with `verify`) the content digest."""
+    def load(cls, directory: str | os.PathLike, verify: bool = True, ledger_key: LedgerKey | None = None) -> SampleMemory:
+        """Load a memory written by `save`; checks the file hash, the seal, the signature where the key is at
+        hand and (with `verify`) the content digest."""
         directory = os.fspath(directory)
-        return cls.from_files(
-            os.path.join(directory, MEMORY_CONFIG_NAME), os.path.join(directory, MEMORY_WEIGHTS_NAME), verify
-        )
+        with reading_directory(directory):  # never half of one save and half of the next
+            if not os.path.isdir(directory):
+                raise FileNotFoundError(f"no sample memory folder {directory}")
+            return cls.from_files(
+                os.path.join(directory, MEMORY_CONFIG_NAME), os.path.join(directory, MEMORY_WEIGHTS_NAME), verify,
+                ledger_key=ledger_key,
+            )
 
     @classmethod
-    def from_files(cls, config_path: str, weights_path: str, verify: bool = True) -> SampleMemory:
+    def from_files(cls, config_path: str, weights_path: str, verify: bool = True,
+                   ledger_key: LedgerKey | None = None) -> SampleMemory:
         for path in (config_path, weights_path):
             if not os.path.exists(path):
                 raise FileNotFoundError(f"sample memory file missing: {path}")
+        name = os.path.basename(config_path)
         try:
             with open(config_path, encoding="utf-8") as f:
                 meta = json.load(f)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise MemoryIntegrityError(f"{config_path} is not valid JSON: {e}") from e
-        if meta.get("format_version") != MEMORY_FORMAT_VERSION:
+        if not isinstance(meta, dict):
+            raise MemoryIntegrityError(f"{config_path} is not a sample-memory description (not a JSON object)")
+        version = meta.get("format_version")
+        if version not in _READABLE_FORMATS:
+            raise MemoryIntegrityError(f"{config_path}: unsupported sample-memory format {version!r}")
+        required = ["num_items", "label_names", "value_shape", "dtype", "ids", "digest", "files"]
+        required += ["seal", "signature", "signature_key_id", "next_key"] if version >= 2 else ["salt"]
+        missing = [k for k in required if k not in meta]
+        if missing:
+            raise MemoryIntegrityError(f"{config_path} lacks the fields {missing}: not a complete sample memory")
+        if version >= 2 and seal(meta) != meta["seal"]:
             raise MemoryIntegrityError(
-                f"{config_path}: unsupported sample-memory format {meta.get('format_version')!r}"
+                f"{config_path} was modified after it was saved: its seal does not match its content "
+                "(ids, label names, ledger or file hashes were edited)"
             )
-        expected_sha = meta["files"][MEMORY_WEIGHTS_NAME]["sha256"]
+        try:
+            expected_sha = meta["files"][MEMORY_WEIGHTS_NAME]["sha256"]
+        except (KeyError, TypeError):
+            raise MemoryIntegrityError(f"{config_path} does not record the sha256 of {MEMORY_WEIGHTS_NAME}") from None
         actual_sha = _sha256_file(weights_path)
         if actual_sha != expected_sha:
             raise MemoryIntegrityError(
                 f"{weights_path} is corrupted or was replaced: sha256 {actual_sha[:16]}… does not match "
-                f"{expected_sha[:16]}… recorded in {os.path.basename(config_path)}"
+                f"{expected_sha[:16]}… recorded in {name}"
             )
         try:
             tensors = load_file(weights_path)
         except SafetensorError as e:
             raise MemoryIntegrityError(f"{weights_path} cannot be read as safetensors: {e}") from e
-        dtype = getattr(torch, meta["dtype"])
-        memory = cls(meta["label_names"], meta["value_shape"], dtype=dtype, salt=meta["salt"])
+        dtype = getattr(torch, str(meta["dtype"]), None)
+        if not isinstance(dtype, torch.dtype):
+            raise MemoryIntegrityError(f"{config_path}: unknown dtype {meta['dtype']!r}")
+        if version >= 2:
+            signer = ledger_key if ledger_key is not None and ledger_key.key_id == meta["signature_key_id"] else \
+                LedgerKey.find(meta["signature_key_id"])
+            if signer is not None and signer.sign(seal_message(meta)) != meta["signature"]:
+                raise MemoryIntegrityError(
+                    f"{config_path}: the signature under ledger key {meta['signature_key_id']} does not match: "
+                    "the file was rewritten by someone without that key"
+                )
+        memory = cls(meta["label_names"], meta["value_shape"], dtype=dtype, ledger_key=ledger_key)
         ids = meta["ids"]
-        if len(ids) != meta["num_items"] or tensors["values"].shape[0] != len(ids):
+        if not isinstance(ids, list) or len(ids) != meta["num_items"] or tensors["values"].shape[0] != len(ids):
             raise MemoryIntegrityError(
-                f"{config_path} lists {len(ids)} ids for {tensors['values'].shape[0]} rows in {weights_path}"
+                f"{config_path} lists {len(ids) if isinstance(ids, list) else '?'} ids for "
+                f"{tensors['values'].shape[0]} rows in {weights_path}"
             )
-        memory.add(ids, tensors["labels"], tensors["values"], tensors["trained_on"].bool(), allow_reingest=True)
+        keys = tensors["keys"].numpy() if "keys" in tensors else np.arange(len(ids), dtype=np.int64)
+        memory.add(ids, tensors["labels"], tensors["values"], tensors["trained_on"].bool(), allow_reingest=True,
+                   _keys=keys)
+        memory._next_key = max(memory._next_key, int(meta.get("next_key", len(ids))))
         memory.ledger = list(meta.get("ledger", []))
         for event in memory.ledger:
-            memory._forgotten_pending.append(list(event.get("id_hashes", [])))
+            key_id = event.get("key_id") or f"salt:{meta.get('salt', '')}"
+            memory._forgotten_by_key.setdefault(key_id, set()).update(event.get("id_hashes", []))
         if verify and memory.digest() != meta["digest"]:
             raise MemoryIntegrityError(
                 f"{weights_path}: content digest {memory.digest()[:16]}… does not match {meta['digest'][:16]}… "
-                f"recorded in {os.path.basename(config_path)}"
+                f"recorded in {name}"
             )
         return memory
 
     def ledger_summary(self) -> dict:
-        """Counts, dates and digests of the forget events; never ids."""
-        return {
-            "num_events": len(self.ledger),
-            "num_forgotten": sum(e["num_removed"] for e in self.ledger),
-            "events": [{k: v for k, v in e.items() if k != "id_hashes"} for e in self.ledger],
-        }
+        """Counts, dates and digests of the forget events; never ids or id hashes."""
+        with self._lock:
+            return {
+                "num_events": len(self.ledger),
+                "num_forgotten": sum(e["num_removed"] for e in self.ledger),
+                "events": [{k: v for k, v in e.items() if k != "id_hashes"} for e in self.ledger],
+            }
 
     # ------------------------------------------------------------------ neighbours
     def knn(self, queries: torch.Tensor, k: int, backend: str = "torch") -> tuple[torch.Tensor, torch.Tensor]:
-        """Exact k nearest rows by squared L2 distance. Returns `(distances (B, k'), rows (B, k'))`,
-        k' = min(k, N), nearest first. `backend` is `"torch"` or `"faiss"` (extra `index`)."""
-        if self._values.dim() != 2:
-            raise MemoryShapeError("knn() needs a memory of 1-D values (embeddings)")
-        k = min(k, self._n)
-        if backend == "torch":
-            values = self.values.to(queries.dtype)
-            d2 = (
-                queries.pow(2).sum(1, keepdim=True)
-                - 2.0 * queries @ values.T
-                + values.pow(2).sum(1).unsqueeze(0)
-            )
-            dist, rows = torch.topk(d2, k, dim=1, largest=False, sorted=True)
-            return dist, rows
-        if backend == "faiss":
-            index = self._faiss_index()
-            dist, rows = index.search(queries.detach().float().cpu().contiguous().numpy(), k)
-            return torch.from_numpy(dist).to(queries.device), torch.from_numpy(rows).to(queries.device)
-        raise ValueError(f"unknown knn backend {backend!r}; use 'torch' or 'faiss'")
+        """Exact k nearest entries by squared L2 distance. Returns `(distances (B, k'), keys (B, k'))`,
+        k' = min(k, N), nearest first; keys are the samples' stable keys (`gather` reads their values).
+        `backend` is `"torch"` or `"faiss"` (extra `index`)."""
+        neighbours = self.nearest(queries, k, backend=backend, with_values=False)
+        return neighbours.distances, neighbours.keys
 
-    def _faiss_index(self):
+    def nearest(self, queries: torch.Tensor, k: int, backend: str = "torch", with_values: bool = True) -> Neighbours:
+        """The k nearest entries of each query with their values and labels, read under one lock (so a
+        concurrent forget cannot remove an entry between the search and the read)."""
+        if len(self.value_shape) != 1:
+            raise MemoryShapeError("nearest() needs a memory of 1-D values (embeddings)")
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"k must be a positive integer; got {k!r}")
+        if backend not in ("torch", "faiss"):
+            raise ValueError(f"unknown knn backend {backend!r}; use 'torch' or 'faiss'")
+        if queries.dim() != 2 or queries.shape[1] != self.value_shape[0]:
+            raise MemoryShapeError(f"queries must be (B, {self.value_shape[0]}); got {tuple(queries.shape)}")
+        with self._lock:
+            k = min(int(k), self._n)
+            if backend == "torch":
+                values = self.values.to(queries.dtype)
+                d2 = (
+                    queries.pow(2).sum(1, keepdim=True)
+                    - 2.0 * queries @ values.T
+                    + values.pow(2).sum(1).unsqueeze(0)
+                )
+                dist, rows = torch.topk(d2, k, dim=1, largest=False, sorted=True)
+                rows_cpu = rows.cpu().numpy()
+                keys = torch.from_numpy(self._keys[rows_cpu]).to(queries.device)
+            else:
+                index = self._faiss_index()
+                dist_np, keys_np = index.search(queries.detach().float().cpu().contiguous().numpy(), k)
+                dist, keys = torch.from_numpy(dist_np).to(queries.device), torch.from_numpy(keys_np).to(queries.device)
+                rows_cpu = self._rows_of_keys(keys_np)
+            if not with_values:
+                return Neighbours(dist, keys, None, None)
+            rows_dev = torch.from_numpy(rows_cpu).to(self.device)
+            return Neighbours(dist, keys, self._values[rows_dev].clone(), self._labels[rows_dev].clone())
+
+    def _faiss_index(self) -> FaissNeighborIndex:
         for listener in self._listeners:
             if isinstance(listener, FaissNeighborIndex):
                 return listener
@@ -763,39 +1038,29 @@ class SampleMemory:
         return index
 
 
-class FaissNeighborIndex:
-    """An exact faiss index (`IndexIDMap2(IndexFlatL2)`) over a memory's rows, keyed by row number and
-    kept in step with every add and forget: removed rows are `remove_ids`-ed, rows moved into holes are
-    re-keyed. Requires the `index` extra (faiss-cpu); imported only when first used."""
+def hash_id(sample_id: str, key: LedgerKey) -> str:
+    """The ledger's keyed hash of a sample id (HMAC-SHA256 under `key`)."""
+    return key.hash_id(str(sample_id))
 
-    def __init__(self, memory: SampleMemory):
-        try:
-            import faiss  # noqa: PLC0415  (optional dependency)
-        except ImportError as e:  # pragma: no cover - depends on the environment
-            raise ImportError("the faiss backend needs faiss-cpu: pip install 'spm_hf[index]'") from e
-        self._faiss = faiss
-        dim = int(np.prod(memory.value_shape))
-        self.index = faiss.IndexIDMap2(faiss.IndexFlatL2(dim))
-        if len(memory):
-            self._add_rows(memory, np.arange(len(memory)))
 
-    def _add_rows(self, memory: SampleMemory, rows: np.ndarray) -> None:
-        vectors = memory.values[torch.as_tensor(rows)].detach().float().cpu().numpy()
-        self.index.add_with_ids(np.ascontiguousarray(vectors), rows.astype(np.int64))
-
-    def on_memory_change(self, memory: SampleMemory, event: str, **kwargs) -> None:
-        if event == "add":
-            self._add_rows(memory, kwargs["rows"].numpy())
-        elif event == "delete":
-            moved = kwargs["moved"]
-            stale = np.array(list(kwargs["removed"]) + [src for src, _ in moved], dtype=np.int64)
-            self.index.remove_ids(self._faiss.IDSelectorBatch(np.unique(stale)))
-            if moved:
-                self._add_rows(memory, np.array([dst for _, dst in moved], dtype=np.int64))
-
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        return self.index.search(queries, k)
-
-    @property
-    def ntotal(self) -> int:
-        return self.index.ntotal
+__all__ = [
+    "FaissNeighborIndex",
+    "ForgetReceipt",
+    "ForgetRequestError",
+    "LedgerKey",
+    "LedgerKeyError",
+    "MEMORY_CONFIG_NAME",
+    "MEMORY_ONLY",
+    "MEMORY_WEIGHTS_NAME",
+    "MemoryIntegrityError",
+    "MemoryListener",
+    "MemoryShapeError",
+    "Neighbours",
+    "ReingestionError",
+    "SampleMemory",
+    "TRAINED_ON",
+    "UnknownClassError",
+    "UnknownIdError",
+    "UnknownKeyError",
+    "hash_id",
+]

@@ -1,22 +1,26 @@
-"""SPM image classifier: a CIFAR ResNet encoder, a pairwise-relation fusion head and a sample memory.
+"""SPM image classifier: an encoder (a CIFAR ResNet or any transformers vision model), a fusion head
+(pairwise relation experts, or the parameter-free cosine to prototypes) and a sample memory.
 
 p(y = c | x, T) = sum_e gate_e(x) * softmax_{c in labels(T)} <W_q^e f(x), W_s^e mu_c(T)> / sqrt(H)
 
-where mu_c(T) is a prototype of class c built from the memory T (paper-spec §2.1). Deleting samples from
+where mu_c(T) is a prototype of class c built from the memory T (docs/method.md). Deleting samples from
 T changes the prediction with no parameter update. A class with nothing left gets probability exactly 0.
 
-Deviations from the authors' code (paper-spec §8), on purpose:
+Deviations from the authors' code, on purpose:
 - `logits` are log-probabilities with `-inf` for classes absent from the memory (probability exactly 0),
   not `log(clamp(p, 1e-8))`.
 - with `num_experts == 1` no gate is built (the authors' gate is identically 1 and never trained); the
   unused `bias` / `linear_out` parameters are not built either.
-- `knn` mode forms prototypes inside each query's own neighbourhood; the authors' test_step mixes the
-  neighbours of every query in the batch.
+- `knn` mode reads each query's own neighbourhood (the authors' test_step mixes the neighbours of every
+  query in the batch), and by default scores every neighbour as a prototype of its own and sums the
+  probabilities per class (`knn_aggregation="neighbour_softmax"`) instead of averaging each class's
+  neighbours into one prototype, which trailed `class_mean` by 20 points (`neighbour_softmax_log_probs`).
 - the memory is encoded without augmentation, in eval mode.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 from dataclasses import dataclass
@@ -24,13 +28,14 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoImageProcessor, PreTrainedModel
+from transformers import AutoModel, PreTrainedModel
 from transformers.modeling_outputs import ImageClassifierOutput
 from transformers.utils import logging
 
 from .configuration_spm import SPMConfig
-from .files import write_json
-from .image_processing_spm import images_to_tensor
+from .files import reading_directory
+from .hub import SPMHubMixin
+from .image_processing_spm import images_to_tensor, load_image_processor
 from .memory import MEMORY_CONFIG_NAME, MEMORY_WEIGHTS_NAME, MemoryShapeError, SampleMemory
 
 
@@ -42,14 +47,21 @@ class SPMImageClassifierOutput(ImageClassifierOutput):
     """`ImageClassifierOutput` plus the query embeddings.
 
     Args:
-        loss: (1,) NLL of `labels` under `logits`, when labels are given.
+        loss: () NLL of `labels` under `logits`, averaged over the samples `loss_mask` marks, when labels
+            are given.
         logits: (B, num_labels) log-probabilities; `-inf` where a class has no prototype.
+        hidden_states: a 1-tuple holding the (B, D) query embeddings, with `output_hidden_states`.
         embeddings: (B, D) encoder embeddings of the queries.
-        neighbor_rows: (B, k) memory rows used per query in `knn` mode.
+        neighbor_keys: (B, k) stable memory keys (`SampleMemory.keys`) of the entries each query read in
+            `knn` mode; `memory.ids_of(keys)` names them. Keys, unlike rows, do not move on a forget.
+        loss_mask: (B,) long, when labels are given: 1 where the label's class has a prototype for that
+            query, so the sample counts in `loss`; 0 where it has none (a forgotten class, one absent from
+            the support set or from a `knn` neighbourhood), whose log-likelihood is -inf.
     """
 
     embeddings: torch.FloatTensor | None = None
-    neighbor_rows: torch.LongTensor | None = None
+    neighbor_keys: torch.LongTensor | None = None
+    loss_mask: torch.LongTensor | None = None
 
 
 class BasicBlock(nn.Module):
@@ -93,8 +105,81 @@ class CifarResNetEncoder(nn.Module):
         return self.blocks(self.stem(pixel_values)).mean(dim=(2, 3))
 
 
+class TransformersBackboneEncoder(nn.Module):
+    """Any transformers vision model as the encoder: (B, C, H, W) -> (B, D) pooled embeddings.
+
+    Built with `AutoModel.from_config(config.backbone_config)`, or `AutoModel.from_pretrained(config.backbone)`
+    with `use_pretrained_backbone`. The base model's pooled output is what an SPM needs: one vector per
+    image to compare with the memory. `AutoBackbone` / `load_backbone` would give multi-scale feature maps
+    instead, and ViT and DINOv2 have no backbone class that returns their pooled token, so the pooling
+    would have to be rebuilt here per architecture. `config.backbone_pooling` picks `pooler_output`
+    (flattened: ResNet pools to (B, C, 1, 1)), the mean of `last_hidden_state` over tokens or positions,
+    or its first (CLS) token. A ViT checkpoint saved without pooler weights (those of
+    `ViTForImageClassification`) gets a freshly initialised pooler: use `"cls"` or `"mean"` for it when the
+    encoder is frozen.
+    """
+
+    def __init__(self, config: SPMConfig):
+        super().__init__()
+        self.pooling = config.backbone_pooling
+        if config.backbone is not None and config.use_pretrained_backbone:
+            self.model = AutoModel.from_pretrained(config.backbone, config=config.backbone_config, dtype=torch.float32)
+        else:
+            self.model = AutoModel.from_config(config.backbone_config)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        outputs = self.model(pixel_values=pixel_values, return_dict=True)
+        pooled = getattr(outputs, "pooler_output", None)
+        if self.pooling == "pooler" and pooled is not None:
+            return pooled.flatten(1)
+        hidden = outputs.last_hidden_state
+        if hidden.dim() == 4:  # convolutional: (B, C, H, W)
+            if self.pooling == "cls":
+                raise ValueError("backbone_pooling='cls' needs a token sequence; this backbone returns feature maps")
+            return hidden.mean(dim=(2, 3))
+        return hidden[:, 0] if self.pooling == "cls" else hidden.mean(dim=1)
+
+
+def build_encoder(config: SPMConfig) -> nn.Module:
+    """The encoder `config` describes: a transformers backbone when it has one, else a CIFAR ResNet."""
+    if config.backbone_config is not None:
+        return TransformersBackboneEncoder(config)
+    return CifarResNetEncoder(config.num_channels, config.encoder_depths, config.encoder_widths)
+
+
+class CosinePrototypeFusion(nn.Module):
+    """Parameter-free fusion: softmax over the present classes of cos(query, prototype) / temperature.
+
+    Nothing in it is trained, so a frozen (e.g. pretrained) encoder with this fusion and a memory is a
+    classifier whose parameters never saw the user's data: every memory row is then memory-only.
+    """
+
+    def __init__(self, temperature: float):
+        super().__init__()
+        self.temperature = temperature
+
+    def forward(self, query: torch.Tensor, prototypes: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        """Same contract as `PairwiseRelationFusion.forward`: (B, C) log-probabilities, `-inf` if absent."""
+        q = F.normalize(query, dim=-1)
+        s = F.normalize(prototypes, dim=-1)
+        if prototypes.dim() == 2:
+            scores = q @ s.T
+            present = present.unsqueeze(0).expand(query.shape[0], -1)
+        else:
+            scores = torch.einsum("bd,bcd->bc", q, s)
+        scores = (scores / self.temperature).masked_fill(~present, float("-inf"))
+        return torch.log_softmax(scores, dim=-1).masked_fill(~present, float("-inf"))
+
+
+def build_fusion(config: SPMConfig) -> nn.Module:
+    if config.fusion == "cosine_prototype":
+        return CosinePrototypeFusion(config.fusion_temperature)
+    return PairwiseRelationFusion(config.embed_dim, config.fusion_hidden_dim, config.num_experts,
+                                  config.fusion_similarity)
+
+
 class PairwiseRelationFusion(nn.Module):
-    """Mixture of pairwise-relation experts over class prototypes (paper-spec §2.1).
+    """Mixture of pairwise-relation experts over class prototypes.
 
     Each expert scores a query against each prototype with a scaled dot product of bias-free
     projections (`similarity="dot"`, the paper's) or their cosine (`"cosine"`), times a learned logit
@@ -187,6 +272,44 @@ def neighbourhood_prototypes(
     return sums / counts.clamp_min(1).unsqueeze(-1), counts > 0
 
 
+def neighbour_softmax_log_probs(
+    fusion: nn.Module, query: torch.Tensor, neighbor_values: torch.Tensor, neighbor_labels: torch.Tensor,
+    num_classes: int,
+) -> torch.Tensor:
+    """`knn` mode's class log-probabilities: each of a query's k neighbours is a prototype of its own,
+    the fusion spreads the query's probability over the k of them, and a class gets the sum over its
+    neighbours. query (B, D), neighbor_values (B, k, D), neighbor_labels (B, k) -> (B, C); `-inf`
+    (probability exactly 0) for a class with no neighbour.
+
+    Class means inside a neighbourhood (`neighbourhood_prototypes`) lose how many neighbours each class
+    has: a wrong class's one stray neighbour, nearer the query than the right class's average, then wins.
+    Summing per neighbour keeps the count and the closeness both (measured in docs/results.md).
+    """
+    everyone = torch.ones(neighbor_labels.shape, dtype=torch.bool, device=neighbor_labels.device)
+    per_neighbour = fusion(query, neighbor_values, everyone)  # (B, k) log-probabilities over the neighbours
+    top = per_neighbour.max(dim=1, keepdim=True).values
+    sums = torch.zeros(query.shape[0], num_classes, dtype=per_neighbour.dtype, device=per_neighbour.device)
+    sums = sums.scatter_add(1, neighbor_labels, (per_neighbour - top).exp())
+    counts = torch.zeros_like(sums).scatter_add(1, neighbor_labels, torch.ones_like(per_neighbour))
+    absent = counts == 0
+    return (torch.log(sums.clamp_min(1e-30)) + top).masked_fill(absent, float("-inf"))
+
+
+def nll_over_scorable_labels(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean negative log-likelihood of `labels` (B,) under log-probabilities `logits` (B, C), over the samples
+    whose label has a log-probability above -inf; returns `(loss, mask)`, `mask` (B,) 1 for those samples and 0
+    for the others (a long tensor, as transformers' attention masks).
+
+    A label whose class has no prototype has log-probability -inf: counting it would make the mean
+    infinite (and its gradient NaN), so it is left out; with no sample left the loss is 0.
+    """
+    target = logits.gather(1, labels.unsqueeze(1)).squeeze(1)
+    mask = ~torch.isneginf(target)  # NaN stays in: a broken forward must not vanish from the loss
+    # torch.where, not boolean indexing: the shapes stay static (torch.compile, export)
+    total = torch.where(mask, target, torch.zeros_like(target)).sum()
+    return -total / mask.sum().clamp_min(1).to(target.dtype), mask.long()
+
+
 class SPMPreTrainedModel(PreTrainedModel):
     config_class = SPMConfig
     accepts_loss_kwargs = False  # the loss is a plain mean: Trainer must not rescale it
@@ -212,6 +335,32 @@ class SPMPreTrainedModel(PreTrainedModel):
         elif isinstance(module, PairwiseRelationFusion):
             nn.init.constant_(module.logit_scale, math.log(10.0) if module.similarity == "cosine" else 0.0)
 
+    def _attach_encoder(self) -> None:
+        """`self.encoder` as the config describes it (`build_encoder`), frozen with `freeze_encoder`. Loading a
+        pretrained backbone makes its weights the model's own: `self.config` then becomes a copy that says
+        `use_pretrained_backbone=False`, so a saved folder never fetches the backbone again, while the
+        caller's config, which may build further models, still asks for the pretrained weights."""
+        self.encoder = build_encoder(self.config)
+        if self.config.backbone is not None and self.config.use_pretrained_backbone:
+            self.config = copy.deepcopy(self.config)
+            self.config.use_pretrained_backbone = False
+        self.freeze_encoder_if_configured()
+
+    def freeze_encoder_if_configured(self) -> None:
+        """With `config.freeze_encoder`, the encoder's parameters take no gradient. Called on construction and
+        by `train()`, since loading weights may hand the model new parameter objects."""
+        if getattr(self.config, "freeze_encoder", False) and hasattr(self, "encoder"):
+            self.encoder.requires_grad_(False)
+
+    def train(self, mode: bool = True):
+        # A frozen encoder stays in eval mode: its BatchNorm statistics do not drift and dropout stays off,
+        # so training changes nothing the encoder computes.
+        super().train(mode)
+        if getattr(self.config, "freeze_encoder", False) and hasattr(self, "encoder"):
+            self.freeze_encoder_if_configured()
+            self.encoder.eval()
+        return self
+
     @torch.no_grad()
     def encode(self, pixel_values: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
         """(N, C, H, W) -> (N, D) embeddings in eval mode, batched."""
@@ -227,7 +376,7 @@ class SPMPreTrainedModel(PreTrainedModel):
         return torch.cat(chunks) if chunks else torch.zeros(0, self.config.embed_dim, device=self.device)
 
 
-class SPMForImageClassification(SPMPreTrainedModel):
+class SPMForImageClassification(SPMHubMixin, SPMPreTrainedModel):
     """Semi-parametric image classifier whose predictions read `self.memory`.
 
     Inputs:
@@ -241,10 +390,8 @@ class SPMForImageClassification(SPMPreTrainedModel):
 
     def __init__(self, config: SPMConfig):
         super().__init__(config)
-        self.encoder = CifarResNetEncoder(config.num_channels, config.encoder_depths, config.encoder_widths)
-        self.fusion = PairwiseRelationFusion(
-            config.embed_dim, config.fusion_hidden_dim, config.num_experts, config.fusion_similarity
-        )
+        self._attach_encoder()
+        self.fusion = build_fusion(config)
         # The memory is not an nn.Module and not in the state dict: it is saved beside the weights.
         self.memory: SampleMemory | None = None
         self.image_processor = None  # set by from_pretrained / the training scripts; saved beside the weights
@@ -279,11 +426,13 @@ class SPMForImageClassification(SPMPreTrainedModel):
                 self.memory.to(param.device)
         return result
 
-    def forget(self, ids=None, classes=None):
-        """Delete samples (ids) or whole classes (names or indices) from the memory. Returns the receipt."""
+    def forget(self, classes=None, *, ids=None):
+        """Delete whole classes (names or indices) and/or samples (`ids=`) from the memory; returns the
+        `ForgetReceipt`. `forget(["cat"])` and `forget(classes=["cat"])` forget classes,
+        `forget(ids=["train/00042"])` forgets samples: nothing is guessed from the values."""
         if self.memory is None:
             raise RuntimeError("this model has no sample memory; call build_memory() or set_memory() first")
-        return self.memory.forget(ids=ids, classes=classes)
+        return self.memory.forget(classes, ids=ids)
 
     @torch.no_grad()
     def build_memory(
@@ -336,20 +485,148 @@ class SPMForImageClassification(SPMPreTrainedModel):
         return memory
 
     # ------------------------------------------------------------------ forward
+    def _check_pixel_values(self, name: str, pixel_values) -> int:
+        """The batch size of `pixel_values`; an error naming `name` unless it is a finite float tensor
+        (B >= 1, num_channels, image_size, image_size)."""
+        config = self.config
+        want = f"(B, {config.num_channels}, {config.image_size}, {config.image_size})"
+        how = "convert images with the model's image processor: model.image_processor(images, return_tensors='pt')"
+        if pixel_values is None:
+            raise ValueError(f"{name} is required: a float tensor {want} of normalised images; {how}")
+        if not isinstance(pixel_values, torch.Tensor):
+            raise TypeError(f"{name} must be a float torch.Tensor {want}, got {type(pixel_values).__name__}; {how}")
+        if not pixel_values.is_floating_point():
+            raise TypeError(
+                f"{name} is a {pixel_values.dtype} tensor; the model reads normalised float pixel values {want}: "
+                f"{how} (or spm_hf.image_processing_spm.normalize_uint8 for uint8 batches)"
+            )
+        shape = tuple(pixel_values.shape)
+        if len(shape) != 4 or shape[1:] != (config.num_channels, config.image_size, config.image_size) or not shape[0]:
+            hint = "add a batch dimension (pixel_values[None])" if len(shape) == 3 else how
+            raise ValueError(
+                f"{name} must have shape {want} with B >= 1 (num_channels={config.num_channels}, "
+                f"image_size={config.image_size}), got {shape}; {hint}"
+            )
+        if not torch.compiler.is_compiling():
+            bad = int((~torch.isfinite(pixel_values)).sum())
+            if bad:
+                raise ValueError(f"{name} holds {bad} NaN or infinite values; pixel values must be finite")
+        return shape[0]
+
+    def _check_labels(self, name: str, labels, length: int) -> None:
+        """An error naming `name` unless `labels` is an integer tensor (length,) of class indices."""
+        num_classes = self.config.num_labels
+        if not isinstance(labels, torch.Tensor) or labels.is_floating_point() or labels.dtype == torch.bool:
+            kind = f"a {labels.dtype} tensor" if isinstance(labels, torch.Tensor) else type(labels).__name__
+            raise TypeError(f"{name} must be an integer tensor of class indices 0..{num_classes - 1}, got {kind}")
+        if tuple(labels.shape) != (length,):
+            raise ValueError(f"{name} must have shape ({length},), one class index per image, "
+                             f"got {tuple(labels.shape)}")
+        out_of_range = labels[(labels < 0) | (labels >= num_classes)]
+        if out_of_range.numel():
+            raise ValueError(
+                f"{name} must be class indices 0..{num_classes - 1}, got {sorted(set(out_of_range.tolist()))[:10]}"
+            )
+
+    def _check_forward_inputs(self, pixel_values, labels, support_pixel_values, support_labels, support_embeddings,
+                              leave_one_out) -> None:
+        """Refuse, before any computation, inputs that would fail deep inside or silently mean nothing."""
+        batch = self._check_pixel_values("pixel_values", pixel_values)
+        if labels is not None:
+            self.config.check_problem_type()  # it may have been set on a loaded model's config
+            self._check_labels("labels", labels, batch)
+        if support_pixel_values is not None or support_embeddings is not None:
+            if support_pixel_values is not None and support_embeddings is not None:
+                raise ValueError("pass support_pixel_values or support_embeddings, not both")
+            given = "support_pixel_values" if support_pixel_values is not None else "support_embeddings"
+            if support_labels is None:
+                raise ValueError(f"{given} needs support_labels")
+            if support_pixel_values is not None:
+                support = self._check_pixel_values("support_pixel_values", support_pixel_values)
+            else:
+                dim = self.config.embed_dim
+                if not isinstance(support_embeddings, torch.Tensor) or not support_embeddings.is_floating_point():
+                    raise TypeError(f"support_embeddings must be a float tensor (S, {dim}), got "
+                                    f"{getattr(support_embeddings, 'dtype', type(support_embeddings).__name__)}")
+                shape = tuple(support_embeddings.shape)
+                if len(shape) != 2 or shape[1] != dim or not shape[0]:
+                    raise ValueError(f"support_embeddings must have shape (S, {dim}) with S >= 1, got {shape}")
+                if not bool(torch.isfinite(support_embeddings).all()):
+                    raise ValueError("support_embeddings holds NaN or infinite values")
+                support = support_embeddings.shape[0]
+            self._check_labels("support_labels", support_labels, support)
+        elif leave_one_out:
+            if labels is None:
+                raise ValueError("leave_one_out=True needs labels")
+        else:
+            self.config.check_memory_settings()
+
     def forward(
         self,
         pixel_values: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         support_pixel_values: torch.Tensor | None = None,
-        support_labels: torch.Tensor | None = None,
         support_embeddings: torch.Tensor | None = None,
         leave_one_out: bool = False,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         **kwargs,
-    ) -> SPMImageClassifierOutput:
+    ) -> SPMImageClassifierOutput | tuple[torch.Tensor, ...]:
+        r"""Classify `pixel_values` against prototypes built from the memory (or from a given support set).
+
+        Args:
+            pixel_values (`torch.FloatTensor` of shape `(batch_size, num_channels, height, width)`):
+                Normalised images, `model.image_processor(images, return_tensors="pt")["pixel_values"]`;
+                `num_channels` is `config.num_channels`, `height` and `width` are `config.image_size`.
+            labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*):
+                Class indices in `[0, ..., config.num_labels - 1]`. Gives `loss`: the negative log-likelihood,
+                averaged over the samples whose class has a prototype (`loss_mask`, below).
+            support_pixel_values (`torch.FloatTensor` of shape `(support_size, num_channels, height, width)`,
+                *optional*): An explicit support set (episodic training): the prototypes are its class means and
+                the memory is not read. Needs `support_labels`.
+            support_labels (`torch.LongTensor` of shape `(support_size,)`, *optional*, keyword only):
+                Class indices of `support_pixel_values` or `support_embeddings`. Taken from `**kwargs`, not
+                named in the signature: `Trainer` treats every parameter whose name holds "label" as a target,
+                and would then skip the loss and the labels of every batch without a support set.
+            support_embeddings (`torch.FloatTensor` of shape `(support_size, config.embed_dim)`, *optional*):
+                Precomputed support embeddings, instead of `support_pixel_values`.
+            leave_one_out (`bool`, *optional*, defaults to `False`):
+                Use the batch itself as the support set, each query's own sample left out (needs `labels`).
+            output_hidden_states (`bool`, *optional*):
+                Return `hidden_states`, a 1-tuple holding the query embeddings (the encoder has no per-layer
+                sequence states); defaults to `config.output_hidden_states`.
+            return_dict (`bool`, *optional*):
+                Return an `SPMImageClassifierOutput` (True) or the tuple of its fields that are set, in order
+                (False); defaults to `config.return_dict`.
+
+        Returns:
+            `SPMImageClassifierOutput`, or a `tuple` of the same fields in this order, those that are `None`
+            left out:
+            - loss (`torch.FloatTensor` of shape `()`, when `labels` is given): see below.
+            - logits (`torch.FloatTensor` of shape `(batch_size, config.num_labels)`): log-probabilities
+              (they sum to 1 after `exp`); `-inf`, probability exactly 0, for a class with no prototype.
+            - hidden_states (`tuple(torch.FloatTensor)`, with `output_hidden_states`): `(embeddings,)`.
+            - embeddings (`torch.FloatTensor` of shape `(batch_size, config.embed_dim)`): the queries' embeddings.
+            - neighbor_keys (`torch.LongTensor` of shape `(batch_size, config.knn_k)`, `knn` mode reading the
+              memory): the memory keys each query read.
+            - loss_mask (`torch.LongTensor` of shape `(batch_size,)`, when `labels` is given): 1 for the samples
+              `loss` averages over, 0 for the others.
+
+        The loss of a sample whose label has no prototype (its class was forgotten, or is absent from the
+        support set or the query's `knn` neighbourhood) is infinite: such samples are left out of the mean
+        and marked 0 in `loss_mask`, and a batch of only such samples has loss 0 (no gradient). So after
+        a forget, `Trainer.evaluate`'s `eval_loss` is the loss on the classes still in memory, while accuracy
+        still counts the forgotten classes' samples as misclassified.
+        """
+        support_labels = kwargs.pop("support_labels", None)
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
+        self._check_forward_inputs(
+            pixel_values, labels, support_pixel_values, support_labels, support_embeddings, leave_one_out
+        )
         num_classes = self.config.num_labels
-        neighbor_rows = None
+        neighbor_keys = logits = None
         if support_pixel_values is not None:
             if support_labels is None:
                 raise ValueError("support_pixel_values needs support_labels")
@@ -368,20 +645,24 @@ class SPMForImageClassification(SPMPreTrainedModel):
                     raise ValueError("leave_one_out=True needs labels")
                 prototypes, present = leave_one_out_prototypes(embeddings, labels, num_classes)
             else:
-                prototypes, present, neighbor_rows = self._memory_prototypes(embeddings)
-        logits = self.fusion(embeddings, prototypes, present)
-        loss = None
+                logits, neighbor_keys = self._memory_log_probs(embeddings)
+        if logits is None:
+            logits = self.fusion(embeddings, prototypes, present)
+        loss = loss_mask = None
         if labels is not None:
-            loss = F.nll_loss(logits, labels.to(logits.device))
-        return SPMImageClassifierOutput(
+            loss, loss_mask = nll_over_scorable_labels(logits, labels.to(logits.device))
+        output = SPMImageClassifierOutput(
             loss=loss,
             logits=logits,
             hidden_states=(embeddings,) if output_hidden_states else None,
             embeddings=embeddings,
-            neighbor_rows=neighbor_rows,
+            neighbor_keys=neighbor_keys,
+            loss_mask=loss_mask,
         )
+        return output if return_dict else output.to_tuple()
 
-    def _memory_prototypes(self, embeddings: torch.Tensor):
+    def _memory_log_probs(self, embeddings: torch.Tensor):
+        """`(log-probabilities (B, C), neighbour keys (B, k) or None)` of queries read against the memory."""
         memory = self.memory
         if memory is None or len(memory) == 0:
             raise RuntimeError(
@@ -390,131 +671,72 @@ class SPMForImageClassification(SPMPreTrainedModel):
             )
         if self.config.memory_mode == "class_mean":
             means, present = memory.class_means()
-            return means.to(embeddings), present.to(embeddings.device), None
-        _, rows = memory.knn(embeddings.detach(), self.config.knn_k, backend=self.config.knn_backend)
-        rows = rows.to(memory.device)
-        neighbor_values = memory.values[rows].to(embeddings)  # (B, k, D)
-        neighbor_labels = memory.labels[rows].to(embeddings.device)
-        prototypes, present = neighbourhood_prototypes(neighbor_values, neighbor_labels, self.config.num_labels)
-        return prototypes, present, rows
+            return self.fusion(embeddings, means.to(embeddings), present.to(embeddings.device)), None
+        # One locked read: a forget in another thread cannot remove an entry between search and gather.
+        neighbours = memory.nearest(embeddings.detach(), self.config.knn_k, backend=self.config.knn_backend)
+        neighbor_values = neighbours.values.to(embeddings)  # (B, k, D)
+        neighbor_labels = neighbours.labels.to(embeddings.device)
+        if self.config.knn_aggregation == "neighbourhood_means":
+            prototypes, present = neighbourhood_prototypes(neighbor_values, neighbor_labels, self.config.num_labels)
+            return self.fusion(embeddings, prototypes, present), neighbours.keys
+        return neighbour_softmax_log_probs(self.fusion, embeddings, neighbor_values, neighbor_labels,
+                                           self.config.num_labels), neighbours.keys
 
-    # ------------------------------------------------------------------ persistence
-    def save_pretrained(self, save_directory, *args, **kwargs):
-        """Save weights + config (transformers), the image processor if attached, and the memory files."""
-        if kwargs.get("push_to_hub"):
-            raise ValueError("use model.push_to_hub(repo_id): save_pretrained(push_to_hub=True) would skip the memory")
-        model_card = kwargs.pop("model_card", True)  # README.md rendered from the current memory (spm_hf.hub)
-        super().save_pretrained(save_directory, *args, **kwargs)
-        if not kwargs.get("is_main_process", True):
-            return
+    # ------------------------------------------------------------------ persistence (spm_hf.hub.SPMHubMixin)
+    card_kind = "classifier"
+    # what a save replaces even where the new folder lacks it: a memory saved without one, old weight shards
+    owned_files = (MEMORY_WEIGHTS_NAME, MEMORY_CONFIG_NAME, "model.safetensors", "model-*-of-*.safetensors",
+                   "model.safetensors.index.json", "pytorch_model*.bin", "pytorch_model.bin.index.json")
+
+    def _save_files(self, directory: str, *args, **kwargs) -> None:
+        """Weights, config and remote code (transformers), the image processor if attached, the memory."""
+        super()._save_files(directory, *args, **kwargs)
         processor = getattr(self, "image_processor", None)
         if processor is not None:
-            processor.save_pretrained(save_directory)
+            processor.save_pretrained(directory)
         if self.memory is not None:
-            self.memory.save(save_directory)
-            if model_card:
-                self.write_model_card(save_directory)
-        else:  # never leave a stale memory beside weights saved without one
-            for name in (MEMORY_WEIGHTS_NAME, MEMORY_CONFIG_NAME):
-                path = os.path.join(save_directory, name)
-                if os.path.exists(path):
-                    os.unlink(path)
+            self.memory.save(directory)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
-        """Load weights + config, then the sample memory and the image processor found beside them."""
-        from transformers.utils import cached_file
+        """Load weights + config, then the sample memory and the image processor found beside them.
 
-        model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        A local folder is read as one state, never half of one save and half of the next
+        (`spm_hf.files.reading_directory`); what was loaded is remembered for the next save or push
+        (`SPMHubMixin.remember_origin`).
+        """
+        from transformers.utils import CONFIG_NAME, cached_file
+
         hub_kwargs = {
             k: kwargs[k] for k in ("revision", "cache_dir", "local_files_only", "token", "subfolder") if k in kwargs
         }
-        paths = [
-            cached_file(
-                pretrained_model_name_or_path, name, _raise_exceptions_for_missing_entries=False, **hub_kwargs
-            )
-            for name in (MEMORY_CONFIG_NAME, MEMORY_WEIGHTS_NAME)
-        ]
-        if all(paths):
-            model.set_memory(SampleMemory.from_files(paths[0], paths[1]))
-        elif any(paths):
-            raise FileNotFoundError(
-                f"{pretrained_model_name_or_path} has only one of {MEMORY_CONFIG_NAME} / {MEMORY_WEIGHTS_NAME}"
-            )
-        try:
-            model.image_processor = AutoImageProcessor.from_pretrained(pretrained_model_name_or_path, **hub_kwargs)
-        except OSError:
-            model.image_processor = None
-        return model
-
-    # ------------------------------------------------------------------ Hub (spm_hf.hub)
-    def write_model_card(self, save_directory, repo_id: str | None = None, summary: dict | None = None,
-                         card_info: dict | None = None) -> str | None:
-        """Render the model card from the current memory and ledger into `save_directory/README.md`.
-
-        The training summary (recipe, metrics) is `summary`, else `self.training_summary`, else the
-        `training_summary.json` found in `save_directory` or beside the weights this model was loaded
-        from; it is copied into `save_directory` so the next card can find it. `card_info` (else
-        `self.card_info`) adds a licence, metrics or the measured gap to retraining (see
-        `spm_hf.hub.classifier_card`). Returns the card's path (None if jinja2 is missing).
-        """
-
-        from .hub import TRAINING_SUMMARY_NAME, classifier_card, find_sidecar, guess_repo_id, write_card
-
-        save_directory = os.fspath(save_directory)
-        summary = summary or getattr(self, "training_summary", None) or find_sidecar(
-            TRAINING_SUMMARY_NAME, save_directory, self.name_or_path
-        )
-        summary_path = os.path.join(save_directory, TRAINING_SUMMARY_NAME)
-        if summary and not os.path.exists(summary_path):
-            write_json(summary_path, summary)
-        card_info = card_info if card_info is not None else getattr(self, "card_info", None)
-        try:
-            card = classifier_card(
-                self, summary=summary, card_info=card_info,
-                repo_id=repo_id or guess_repo_id(self.name_or_path, save_directory, card_info),
-            )
-        except ImportError as e:  # ModelCard.from_template needs jinja2
-            logger.warning(f"model card not written ({e}); install jinja2")
-            return None
-        return write_card(card, save_directory)
-
-    def push_to_hub(
-        self,
-        repo_id: str,
-        commit_message: str | None = None,
-        private: bool | None = None,
-        token: str | bool | None = None,
-        revision: str | None = None,
-        squash_history: bool | None = None,
-        purge_lfs: bool = True,
-        card_info: dict | None = None,
-        **save_kwargs,
-    ):
-        """Save weights, memory, processor, remote code and card to a temporary folder and upload it.
-
-        The repo then holds exactly that folder (remote files it lacks are deleted). If the memory's
-        ledger records a forget event, the repo's history is squashed and LFS objects no longer
-        referenced are permanently deleted, so no older revision still serves a deleted sample;
-        `squash_history=False` skips that and warns. Returns a `spm_hf.hub.PushResult`.
-        """
-        from .hub import TRAINING_SUMMARY_NAME, find_sidecar, push_saved
-
-        if self.memory is None:
-            raise RuntimeError("this model has no sample memory; call build_memory() or set_memory() before pushing")
-        # the summary of the checkpoint this model was loaded from (a folder, or a repo id: fetched if needed)
-        summary = getattr(self, "training_summary", None) or find_sidecar(
-            TRAINING_SUMMARY_NAME, self.name_or_path, allow_network=True, token=token
-        )
-
-        def save(folder: str, full_repo_id: str) -> None:
-            self.save_pretrained(folder, model_card=False, **save_kwargs)
-            self.write_model_card(folder, repo_id=full_repo_id, summary=summary, card_info=card_info)
-
-        return push_saved(
-            save, repo_id, memory=self.memory, tmp_prefix="spm-classifier-", squash_history=squash_history,
-            purge_lfs=purge_lfs, private=private, token=token, commit_message=commit_message, revision=revision,
-        )
+        if pretrained_model_name_or_path is None:  # `config=` and `state_dict=`: no folder, so no memory to read
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        with reading_directory(pretrained_model_name_or_path):
+            model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+            loading_info = None
+            if kwargs.get("output_loading_info"):  # transformers then returns (model, loading_info)
+                model, loading_info = model
+            paths = [
+                cached_file(
+                    pretrained_model_name_or_path, name, _raise_exceptions_for_missing_entries=False, **hub_kwargs
+                )
+                for name in (MEMORY_CONFIG_NAME, MEMORY_WEIGHTS_NAME, CONFIG_NAME)
+            ]
+            if all(paths[:2]):
+                model.set_memory(SampleMemory.from_files(paths[0], paths[1]))
+            elif any(paths[:2]):
+                raise FileNotFoundError(
+                    f"{pretrained_model_name_or_path} has only one of {MEMORY_CONFIG_NAME} / {MEMORY_WEIGHTS_NAME}"
+                )
+            try:
+                model.image_processor = load_image_processor(pretrained_model_name_or_path, **hub_kwargs)
+            except OSError:
+                model.image_processor = None
+        if paths[2]:
+            model.remember_origin(os.path.dirname(paths[2]))
+        return model if loading_info is None else (model, loading_info)
 
 
-__all__ = ["SPMForImageClassification", "SPMPreTrainedModel", "SPMImageClassifierOutput", "CifarResNetEncoder"]
+__all__ = ["SPMForImageClassification", "SPMPreTrainedModel", "SPMImageClassifierOutput", "CifarResNetEncoder",
+           "CosinePrototypeFusion", "PairwiseRelationFusion", "TransformersBackboneEncoder"]

@@ -34,7 +34,8 @@ def quickstart(output_dir: str, preset: str = "quick", forget_class: str = "cat"
     print("[2/4] loading the saved model (weights + sample memory)", flush=True)
     model = SPMForImageClassification.from_pretrained(model_dir).eval()
     processor = model.image_processor
-    data = load_image_dataset(summary["preset"]["dataset"])
+    data = load_image_dataset(summary["preset"]["dataset"], image_column=summary["preset"].get("image_column"),
+                              label_column=summary["preset"].get("label_column"))
     test_images, test_labels, _ = as_uint8_tensors(data["test"], limit=summary["preset"]["max_test_samples"])
     before = evaluate_classifier(model, test_images, test_labels, processor)
 

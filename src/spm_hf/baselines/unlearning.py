@@ -18,7 +18,7 @@ Every method has the same signature (see `UNLEARNING_METHODS`)::
   running statistics (buffers) in every method, SalUn included.
 
 Hyper-parameters. "Paper" = the reference commands for CIFAR-10 / ResNet-18 (Unlearn-Saliency
-Classification/README.md, Unlearn-Sparse README; anchors.md §2a); "default" = ours, scaled down for
+Classification/README.md, Unlearn-Sparse README); "default" = ours, scaled down for
 small CPU runs (fewer epochs, smaller batches: the project's subsets have thousands, not 45k, images):
 
 | method | what it optimises | paper epochs / lr / batch | default epochs / lr / batch | other |

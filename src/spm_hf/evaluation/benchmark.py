@@ -9,7 +9,13 @@ loads from a cache every model a scenario needs, unlearns, and writes `results.j
   oracle) and seed 1. The two oracles differ only in the seed; their mutual gap is the floor that any
   "gap to retraining" sits on, and every table prints it beside each method's gap;
 * SPM unlearning = deleting the forget set from the memory (`model.forget`); parametric unlearning =
-  FT, GA, RL, l1-sparse, SalUn (`spm_hf.baselines.unlearning`) on the parametric model.
+  FT, GA, RL, l1-sparse, SalUn (`spm_hf.baselines.unlearning`) on the parametric model;
+* scenarios with a core (`memory-only-random-10`, `unseen-cat`) also train an SPM whose parameters saw only
+  the core rows (`spm_hf.training.core_split`) and draw the forget set from the other, memory-only rows: its
+  deletion is compared with its own oracle (the same core and seed, trained without the forget set), with
+  which its weights, memory digest and logits must be identical (`exactness` in the report);
+* every model with an encoder gets a linear-probe audit (`probe`): a logistic regression on its frozen
+  embeddings, fitted on labelled training rows, scored on what was forgotten (see `probe_audit`).
 
 Conventions (see `spm_hf.evaluation.metrics` for each metric's docstring):
 
@@ -22,7 +28,11 @@ Conventions (see `spm_hf.evaluation.metrics` for each metric's docstring):
   the memory; the first call in the process, which pays one-off costs, is `seconds_first_call`); the
   baseline's optimisation including SalUn's mask (one run); for oracles, training + memory + head fit.
 * Each family is compared with its own oracle: the SPM with a retrained SPM, the parametric methods with a
-  retrained parametric model.
+  retrained parametric model, the core SPM with a core SPM retrained without the forget set.
+* probe = linear-probe accuracy (%) on the encoder's embeddings: for a class scenario, fitted on training
+  rows of every class and scored on the test images of the forgotten classes (`forget`) and of the others
+  (`reference`); for a random scenario, fitted on retained rows and scored on the forgotten rows (`forget`)
+  and on the test set (`reference`).
 
 Trained models are cached in `<cache_dir>/<preset>-<hash of the preset's settings>/<model>/`, written
 under a temporary name and renamed when complete, so an interrupted run never leaves a half model and a
@@ -43,6 +53,8 @@ import numpy as np
 import torch
 
 from ..files import write_atomic, write_figure, write_json
+from ..image_processing_spm import normalize_uint8
+from ..training.core_split import core_mask
 from .metrics import avg_gap, per_split_gap, predict_logprobs, prediction_gap, unlearning_metrics
 
 # The five classes of the "five-classes" scenario: every other CIFAR-10 class (indices 0, 2, 4, 6, 8),
@@ -52,15 +64,52 @@ FIVE_CLASSES = ("airplane", "bird", "deer", "frog", "ship")
 
 @dataclass(frozen=True)
 class Scenario:
-    """What to forget: whole classes (by name) or a seeded random fraction of the training ids."""
+    """What to forget: whole classes (by name) or a seeded random fraction of the training ids.
+
+    With a core (`core_fraction` and / or `core_exclude_classes`, see `spm_hf.training.core_split`) the
+    scenario also trains an SPM on the core rows only, and its forget set is memory-only in that model: a
+    random fraction (of all rows) is drawn from the non-core rows, and a forgotten class must be one the
+    core excludes.
+    """
 
     name: str
     classes: tuple[str, ...] = ()
     fraction: float = 0.0
     seed: int = 0
+    core_fraction: float | None = None
+    core_seed: int = 0
+    core_exclude_classes: tuple[str, ...] = ()
 
-    def forget_indices(self, labels: torch.Tensor, label_names: list[str]) -> torch.Tensor:
-        """Sorted row indices (into the training subset) of the forget set."""
+    def __post_init__(self):
+        if self.classes and self.has_core and not set(self.classes) <= set(self.core_exclude_classes):
+            raise ValueError(f"scenario {self.name!r}: a forgotten class with a core must be excluded from the core "
+                             f"(core_exclude_classes={self.core_exclude_classes}, classes={self.classes})")
+
+    @property
+    def has_core(self) -> bool:
+        return self.core_fraction is not None or bool(self.core_exclude_classes)
+
+    @property
+    def core_label(self) -> str:
+        """How the tables name the core model: "SPM core 50 %", "SPM core without cat"."""
+        parts = [f"{self.core_fraction * 100:g} %"] if self.core_fraction is not None else []
+        if self.core_exclude_classes:
+            parts.append("without " + ", ".join(self.core_exclude_classes))
+        return "core " + " ".join(parts)
+
+    def core_settings(self) -> dict:
+        """The core split as `train_classifier` overrides."""
+        return {"core_fraction": self.core_fraction, "core_seed": self.core_seed,
+                "core_exclude_classes": list(self.core_exclude_classes) or None}
+
+    def core_rows(self, labels: torch.Tensor, label_names: list[str], ids: list[str]) -> torch.Tensor:
+        """(N,) bool: the core rows of the training subset (every row for a scenario without a core)."""
+        return core_mask(ids, labels, label_names, core_fraction=self.core_fraction, core_seed=self.core_seed,
+                         exclude_classes=list(self.core_exclude_classes) or None)
+
+    def forget_indices(self, labels: torch.Tensor, label_names: list[str], ids: list[str] | None = None) -> torch.Tensor:
+        """Sorted row indices (into the training subset) of the forget set (`ids`: the rows' sample ids, which a
+        random scenario with a core needs to tell the non-core rows)."""
         if self.classes:
             unknown = [c for c in self.classes if c not in label_names]
             if unknown:
@@ -68,8 +117,15 @@ class Scenario:
             wanted = torch.tensor([label_names.index(c) for c in self.classes])
             return torch.nonzero(torch.isin(labels, wanted)).flatten()
         count = int(round(self.fraction * len(labels)))
-        order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(self.seed))
-        return order[:count].sort().values
+        generator = torch.Generator().manual_seed(self.seed)
+        if not self.has_core:
+            return torch.randperm(len(labels), generator=generator)[:count].sort().values
+        if ids is None:
+            raise ValueError(f"scenario {self.name!r} draws its forget set from the non-core rows: pass ids=")
+        candidates = torch.nonzero(~self.core_rows(labels, label_names, ids)).flatten()
+        if count > len(candidates):
+            raise ValueError(f"scenario {self.name!r}: {count} rows to forget, but only {len(candidates)} are not core")
+        return candidates[torch.randperm(len(candidates), generator=generator)[:count]].sort().values
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -77,7 +133,13 @@ SCENARIOS: dict[str, Scenario] = {
     "five-classes": Scenario("five-classes", classes=FIVE_CLASSES),
     "random-10": Scenario("random-10", fraction=0.1),
     "random-50": Scenario("random-50", fraction=0.5),
+    # exact forgetting by design: the forget set is memory-only in an SPM trained on a core
+    "memory-only-random-10": Scenario("memory-only-random-10", fraction=0.1, core_fraction=0.5),
+    "unseen-cat": Scenario("unseen-cat", classes=("cat",), core_exclude_classes=("cat",)),
 }
+
+# The linear probe of `probe_audit` is fitted on at most this many labelled training rows.
+PROBE_TRAIN_SAMPLES = 5000
 
 # Parametric baselines' hyper-parameters per classifier preset. The papers' CIFAR-10 commands (batch 256;
 # FT/RL/SalUn 10 epochs at lr 0.01, GA 5 epochs at 1e-4; `PAPER_HYPERPARAMETERS`) unlearn a ResNet-18 trained
@@ -99,14 +161,18 @@ ORACLE_SEEDS = (0, 1)
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One cached model: which family, trained without which scenario's forget set (None: all data), seed."""
+    """One cached model: which family, trained without which scenario's forget set (None: all data), seed,
+    and whose core split it trains on (`core`: a scenario name; None: every training row)."""
 
     family: str  # "spm" | "parametric"
     scenario: str | None
     seed: int
+    core: str | None = None
 
     @property
     def name(self) -> str:
+        if self.core is not None:
+            return f"{self.family}-core-{self.core}-{'original' if self.scenario is None else 'retrain'}-seed{self.seed}"
         return f"{self.family}-{'original' if self.scenario is None else 'retrain-' + self.scenario}-seed{self.seed}"
 
 
@@ -116,19 +182,35 @@ def _preset(preset: str, overrides: dict | None):
     return get_preset(preset, **(overrides or {}))
 
 
+_FIELDS_COUNTED_WHEN_SET = {
+    "image_column": None, "label_column": None, "backbone": None, "use_pretrained_backbone": True,
+    "freeze_encoder": False, "fusion": "relation", "fusion_temperature": 0.1, "knn_aggregation": "neighbour_softmax",
+    "core_fraction": None, "core_seed": 0, "core_ids": None, "core_exclude_classes": None,
+}
+
+
 def cache_root(cache_dir: str, preset: str, overrides: dict | None = None) -> str:
     """`<cache_dir>/<preset>-<8 hex of the preset's settings>`: another setting never reuses a model."""
     settings = asdict(replace(_preset(preset, overrides), seed=0))
+    # Fields added to ClassifierPreset after models were cached count only when set, so that the caches of
+    # runs that predate them stay valid. (The core split of a model is in its folder name, `ModelSpec.name`.)
+    for name, default in _FIELDS_COUNTED_WHEN_SET.items():
+        if settings.get(name) == default:
+            del settings[name]
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
     return os.path.join(cache_dir, f"{preset}-{digest}")
 
 
 def required_models(scenarios) -> list[ModelSpec]:
-    """Every model the scenarios need: both originals, then each scenario's oracles (both seeds)."""
+    """Every model the scenarios need: both originals, then each scenario's oracles (both seeds), and for a
+    scenario with a core its core SPM and that one's oracles."""
     specs = [ModelSpec("spm", None, 0), ModelSpec("parametric", None, 0)]
     for scenario in scenarios:
         for seed in ORACLE_SEEDS:
             specs += [ModelSpec("spm", scenario, seed), ModelSpec("parametric", scenario, seed)]
+        if SCENARIOS[scenario].has_core:
+            specs += [ModelSpec("spm", None, 0, core=scenario)]
+            specs += [ModelSpec("spm", scenario, seed, core=scenario) for seed in ORACLE_SEEDS]
     return specs
 
 
@@ -150,15 +232,18 @@ def _train_spec(spec: ModelSpec, root: str, preset: str, overrides: dict | None,
     exclude = None
     if spec.scenario is not None:
         settings = _preset(preset, overrides)
-        data = load_image_dataset(settings.dataset, splits=("train",))
+        data = load_image_dataset(settings.dataset, splits=("train",), image_column=settings.image_column,
+                                  label_column=settings.label_column)
         train = data["train"]
         n = len(train) if settings.max_train_samples is None else min(settings.max_train_samples, len(train))
-        labels = torch.tensor(train.select(range(n))["label"], dtype=torch.long)  # labels only: no image decoding
-        exclude = SCENARIOS[spec.scenario].forget_indices(labels, label_names(data)).tolist()
+        subset = train.select(range(n))
+        labels = torch.tensor(subset["label"], dtype=torch.long)  # labels and ids only: no image decoding
+        exclude = SCENARIOS[spec.scenario].forget_indices(labels, label_names(data), subset["sample_id"]).tolist()
+    core = SCENARIOS[spec.core].core_settings() if spec.core is not None else {}
     tmp = f"{final}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     train_classifier(preset, tmp, parametric=spec.family == "parametric", show_progress=show_progress,
-                     exclude_indices=exclude, **{**(overrides or {}), "seed": spec.seed})
+                     exclude_indices=exclude, **{**(overrides or {}), **core, "seed": spec.seed})
     shutil.rmtree(os.path.join(tmp, "checkpoints"), ignore_errors=True)  # the final weights are all we keep
     shutil.rmtree(final, ignore_errors=True)
     os.replace(tmp, final)
@@ -204,36 +289,89 @@ def _training_seconds(path: str) -> float:
 
 
 class _Splits:
-    """The benchmark's data, decoded once: normalised forget / retain / test images and labels."""
+    """The benchmark's data, decoded once: forget / retain / test images (uint8, and normalised by the
+    original SPM's processor for the parametric unlearning methods) and labels, and the probe's rows."""
 
     def __init__(self, preset: str, overrides: dict | None, scenario: Scenario, processor):
         from ..data import as_uint8_tensors, label_names, load_image_dataset
-        from ..image_processing_spm import normalize_uint8
 
         settings = _preset(preset, overrides)
-        data = load_image_dataset(settings.dataset)
+        data = load_image_dataset(settings.dataset, image_column=settings.image_column,
+                                  label_column=settings.label_column)
         self.label_names = label_names(data)
         train_images, train_labels, train_ids = as_uint8_tensors(data["train"], limit=settings.max_train_samples)
         test_images, test_labels, _ = as_uint8_tensors(data["test"], limit=settings.max_test_samples)
-        forget = scenario.forget_indices(train_labels, self.label_names)
+        forget = scenario.forget_indices(train_labels, self.label_names, train_ids)
         keep = torch.ones(len(train_labels), dtype=torch.bool)
         keep[forget] = False
         self.forget_ids = [train_ids[i] for i in forget.tolist()]
+        self.processor = processor
 
-        def norm(images):
-            return torch.cat([normalize_uint8(images[i : i + 2000], processor) for i in range(0, len(images), 2000)])
-
-        self.sets = {
-            "forget": (norm(train_images[forget]), train_labels[forget]),
-            "retain": (norm(train_images[keep]), train_labels[keep]),
-            "test": (norm(test_images), test_labels),
+        self.raw = {
+            "forget": (train_images[forget], train_labels[forget]),
+            "retain": (train_images[keep], train_labels[keep]),
+            "test": (test_images, test_labels),
         }
+        self.sets = {name: (self.normalized(x, processor), y) for name, (x, y) in self.raw.items()}
+        # the probe: which rows it is fitted on, and which it is scored on (`probe_audit`)
+        generator = torch.Generator().manual_seed(0)
+        if scenario.classes:
+            # every class, the forgotten ones included: can a probe still tell them apart on unseen images?
+            pick = torch.randperm(len(train_labels), generator=generator)[:PROBE_TRAIN_SAMPLES].sort().values
+            forgotten = torch.isin(test_labels, torch.tensor([self.label_names.index(c) for c in scenario.classes]))
+            self.probe_fit = (train_images[pick], train_labels[pick])
+            self.probe_eval = {"forget": (test_images[forgotten], test_labels[forgotten]),
+                               "reference": (test_images[~forgotten], test_labels[~forgotten])}
+        else:
+            retain_images, retain_labels = self.raw["retain"]
+            pick = torch.randperm(len(retain_labels), generator=generator)[:PROBE_TRAIN_SAMPLES].sort().values
+            self.probe_fit = (retain_images[pick], retain_labels[pick])
+            self.probe_eval = {"forget": self.raw["forget"], "reference": self.raw["test"]}
+
+    @staticmethod
+    def normalized(images: torch.Tensor, processor) -> torch.Tensor:
+        if not len(images):
+            return normalize_uint8(images, processor)
+        return torch.cat([normalize_uint8(images[i : i + 2000], processor) for i in range(0, len(images), 2000)])
 
     def log_probs(self, model) -> dict[str, torch.Tensor]:
-        return {name: predict_logprobs(model, x, batch_size=500) for name, (x, _) in self.sets.items()}
+        """Every split's log-probabilities, the images normalised by the model's own processor (a model trained
+        on other rows, such as an oracle or a core model, has its own normalisation statistics)."""
+        processor = getattr(model, "image_processor", None) or self.processor
+        out = {}
+        for name, (images, _) in self.raw.items():
+            chunks = [predict_logprobs(model, self.normalized(images[i : i + 2000], processor), batch_size=500)
+                      for i in range(0, len(images), 2000)]
+            out[name] = torch.cat(chunks) if chunks else torch.zeros(0, len(self.label_names))
+        return out
 
     def metrics(self, logp: dict[str, torch.Tensor], seed: int = 0) -> dict[str, float]:
         return unlearning_metrics(*((logp[s], self.sets[s][1]) for s in ("forget", "retain", "test")), seed=seed)
+
+    def probe_embeddings(self, model) -> dict:
+        """The encoder's embeddings of the probe's rows, `{"fit": (X, y), "forget": (X, y), "reference": (X, y)}`."""
+        processor = getattr(model, "image_processor", None) or self.processor
+        sets = {"fit": self.probe_fit, **self.probe_eval}
+        return {name: (model.encode(self.normalized(x, processor)).float().cpu().numpy(), y.numpy())
+                for name, (x, y) in sets.items()}
+
+
+def probe_audit(embeddings: dict, seed: int = 0) -> dict[str, float | None]:
+    """Linear-probe accuracy (%): a logistic regression on standardised encoder embeddings, fitted on
+    `embeddings["fit"]` and scored on `"forget"` (what was forgotten: its labels should be no more readable
+    than from the oracle's encoder) and `"reference"`. Deleting from the memory leaves the encoder as it was,
+    so for an SPM whose parameters trained on the forget set this measures what its features still hold."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    fit_x, fit_y = embeddings["fit"]
+    scaler = StandardScaler().fit(fit_x)
+    probe = LogisticRegression(max_iter=2000, random_state=seed).fit(scaler.transform(fit_x), fit_y)
+    out = {}
+    for name in ("forget", "reference"):
+        x, y = embeddings[name]
+        out[name] = round(100.0 * float((probe.predict(scaler.transform(x)) == y).mean()), 2) if len(y) else None
+    return out
 
 
 def _row(method: str, family: str, logp, splits: _Splits, oracle_logp, oracle_metrics, seconds: float,
@@ -267,28 +405,42 @@ def run_scenario(preset: str, scenario_name: str, output_dir: str, cache_dir: st
     paths = ensure_models(required_models([scenario_name]), root, preset, overrides, workers, show_progress)
 
     def path(family, scenario=None, seed=0):
+        if family == "spm-core":
+            return paths[ModelSpec("spm", scenario, seed, core=scenario_name)]
         return paths[ModelSpec(family, scenario, seed)]
 
-    spm = _load(path("spm"), "spm", device)
+    def load(family, scenario=None, seed=0):
+        return _load(path(family, scenario, seed), "parametric" if family == "parametric" else "spm", device)
+
+    spm = load("spm")
     splits = _Splits(preset, overrides, scenario, spm.image_processor)
     print(f"[{scenario_name}] forget {len(splits.sets['forget'][1])}, retain {len(splits.sets['retain'][1])}, "
           f"test {len(splits.sets['test'][1])} samples", flush=True)
 
     # Predictions first (GPU / torch), metrics after: each row's MIA fits an SVC (seconds to tens of seconds on
-    # 20k points), and libsvm releases the GIL, so the rows are scored in threads.
-    pending = []  # (method, family, log-probs, oracle family, seconds, extra)
-    oracles = {}
-    for family in ("spm", "parametric"):
-        label = "SPM" if family == "spm" else "Parametric"
+    # 20k points), and libsvm releases the GIL, so the rows are scored in threads, the probes beside them.
+    pending = []  # (method, family, log-probs, seconds, probe embeddings, extra)
+    oracles, exactness = {}, None
+    families = (["spm-core"] if scenario.has_core else []) + ["spm", "parametric"]
+    labels = {"spm-core": f"SPM {scenario.core_label}", "spm": "SPM", "parametric": "Parametric"}
+    for family in families:
+        label = labels[family]
         oracle_path = path(family, scenario_name, 0)
-        oracles[family] = splits.log_probs(_load(oracle_path, family, device))
-        original = spm if family == "spm" else _load(path("parametric"), family, device)
-        pending.append((f"{label}: no unlearning", family, splits.log_probs(original), 0.0, {}))
-        if family == "spm":
-            receipt, first_call, median = _timed_forget(spm, scenario, splits.forget_ids)
-            pending.append(("SPM: delete from memory", family, splits.log_probs(spm), median,
-                            {"removed": receipt.num_removed, "digest_after": receipt.digest_after,
-                             "seconds_first_call": first_call}))
+        oracle = load(family, scenario_name, 0)
+        oracles[family] = splits.log_probs(oracle)
+        original = spm if family == "spm" else load(family)
+        original_probe = splits.probe_embeddings(original)
+        pending.append((f"{label}: no unlearning", family, splits.log_probs(original), 0.0, original_probe, {}))
+        if family != "parametric":
+            receipt, first_call, median = _timed_forget(original, scenario, splits.forget_ids)
+            extra = {"removed": receipt.num_removed, "digest_after": receipt.digest_after,
+                     "seconds_first_call": first_call, "memory_only": receipt.num_memory_only, "exact": receipt.exact}
+            logp = splits.log_probs(original)
+            if family == "spm-core":
+                exactness = _exactness(original, oracle, logp, oracles[family], receipt)
+            # deleting from the memory leaves the encoder as it was: the same probe as before the deletion
+            method = f"{label}: delete from memory" + (" (memory-only)" if family == "spm-core" else "")
+            pending.append((method, family, logp, median, original_probe, extra))
         else:
             forget_set, retain_set = splits.sets["forget"], splits.sets["retain"]
             hyper = BASELINE_HYPERPARAMETERS.get(preset, DEFAULTS)
@@ -298,23 +450,26 @@ def run_scenario(preset: str, scenario_name: str, output_dir: str, cache_dir: st
                     **hyper.get(method, {}),
                 )
                 pending.append((f"Parametric: {method}", family, splits.log_probs(unlearned), seconds,
+                                splits.probe_embeddings(unlearned),
                                 {"hyperparameters": {**DEFAULTS[method], **hyper.get(method, {})}}))
                 del unlearned
         pending.append((f"{label}: retrain (oracle, seed 0)", family, oracles[family],
-                        _training_seconds(oracle_path), {}))
-        seed_path = path(family, scenario_name, 1)
-        pending.append((f"{label}: retrain (seed 1)", family, splits.log_probs(_load(seed_path, family, device)),
-                        _training_seconds(seed_path), {}))
+                        _training_seconds(oracle_path), splits.probe_embeddings(oracle), {}))
+        seed_path, seed_model = path(family, scenario_name, 1), load(family, scenario_name, 1)
+        pending.append((f"{label}: retrain (seed 1)", family, splits.log_probs(seed_model),
+                        _training_seconds(seed_path), splits.probe_embeddings(seed_model), {}))
+        del oracle, seed_model
 
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=max(1, min(len(pending), os.cpu_count() or 1))) as pool:
         oracle_metrics = {f: pool.submit(splits.metrics, logp) for f, logp in oracles.items()}
         oracle_metrics = {f: m.result() for f, m in oracle_metrics.items()}
+        probes = [pool.submit(probe_audit, embeddings) for *_, embeddings, _ in pending]
         futures = [pool.submit(_row, method, family, logp, splits, oracles[family], oracle_metrics[family], seconds,
                                metrics=oracle_metrics[family] if logp is oracles[family] else None, **extra)
-                   for method, family, logp, seconds, extra in pending]
-        rows = [f.result() for f in futures]
+                   for method, family, logp, seconds, _, extra in pending]
+        rows = [{**f.result(), "probe": probe.result()} for f, probe in zip(futures, probes)]
 
     report = {
         "preset": preset,
@@ -324,7 +479,8 @@ def run_scenario(preset: str, scenario_name: str, output_dir: str, cache_dir: st
         "machine": machine_description(device),
         "cache": root,
         "rows": rows,
-        "checks": _checks(rows, scenario),
+        "exactness": exactness,
+        "checks": _checks(rows, scenario, exactness),
         "conventions": __doc__.split("Conventions")[1].split("Trained models")[0].strip(),
     }
     out = os.path.join(output_dir, scenario_name)
@@ -339,29 +495,41 @@ def _timed_forget(spm, scenario: Scenario, forget_ids: list[str], repeats: int =
     """Forget the scenario's samples; returns `(receipt, first call s, median s)`. The first deletion in a
     process pays one-off costs (on a GPU, loading kernels it has not used yet); the median of `repeats`
     more deletions, each on a fresh copy of the memory, is what a running service pays per request."""
-    import copy
-
     def forget():
         if scenario.classes:
             return spm.forget(classes=list(scenario.classes))
         return spm.forget(ids=forget_ids)
 
-    pristine = copy.deepcopy(spm.memory)
+    pristine = spm.memory.copy()
     receipt = forget()
     first_call = receipt.seconds
     times = []
     for _ in range(repeats):
-        spm.memory = copy.deepcopy(pristine)
+        spm.memory = pristine.copy()
         receipt = forget()
         times.append(receipt.seconds)
     return receipt, first_call, float(np.median(times))
+
+
+def _exactness(unlearned, oracle, logp: dict, oracle_logp: dict, receipt) -> dict:
+    """How the core SPM after deleting its memory-only forget set compares with its oracle, the same core and
+    seed trained from scratch without the forget set: both must be the same model, bit for bit."""
+    state, reference = unlearned.state_dict(), oracle.state_dict()
+    weights_equal = state.keys() == reference.keys() and all(torch.equal(state[k], reference[k].to(state[k].device))
+                                                              for k in state)
+    same_zeros = all(torch.equal(torch.isinf(logp[s]), torch.isinf(oracle_logp[s])) for s in logp)
+    finite = {s: torch.isfinite(logp[s]) & torch.isfinite(oracle_logp[s]) for s in logp}
+    diffs = [float((logp[s] - oracle_logp[s])[finite[s]].abs().max()) for s in logp if finite[s].any()]
+    return {"weights_equal": weights_equal, "memory_digest_equal": unlearned.memory.digest() == oracle.memory.digest(),
+            "absent_classes_equal": same_zeros, "max_abs_logprob_diff": max(diffs) if diffs else 0.0,
+            "receipt_exact": receipt.exact, "memory_only_removed": receipt.num_memory_only}
 
 
 def _by_method(rows) -> dict[str, dict]:
     return {r["method"]: r for r in rows}
 
 
-def _checks(rows, scenario: Scenario) -> dict:
+def _checks(rows, scenario: Scenario, exactness: dict | None = None) -> dict:
     """The issue's acceptance numbers, computed from the rows (not asserted: reported)."""
     by = _by_method(rows)
     spm, spm_seed = by["SPM: delete from memory"], by["SPM: retrain (seed 1)"]
@@ -391,6 +559,19 @@ def _checks(rows, scenario: Scenario) -> dict:
             out["speedup_vs_fastest_comparable"] = round(fastest["seconds"] / spm["seconds"], 1)
         else:
             out["fastest_comparable_ua_method"] = None
+    if exactness is not None:
+        label = f"SPM {scenario.core_label}"
+        core, core_seed = by[f"{label}: delete from memory (memory-only)"], by[f"{label}: retrain (seed 1)"]
+        out.update({
+            "core_gap": core["gap"], "core_avg_gap": core["avg_gap"], "core_seed_gap": core_seed["gap"],
+            "core_exact": all(exactness[k] for k in ("weights_equal", "memory_digest_equal", "absent_classes_equal",
+                                                     "receipt_exact")) and exactness["max_abs_logprob_diff"] <= 1e-6,
+            "core_max_abs_logprob_diff": exactness["max_abs_logprob_diff"],
+            "core_no_unlearning_accuracy_TA": by[f"{label}: no unlearning"]["TA"],
+        })
+        if baselines:
+            out["core_avg_gap_at_most_best_parametric"] = core["avg_gap"] <= out["best_parametric_avg_gap"]["avg_gap"]
+    out["probe_forget"] = {r["method"]: r["probe"]["forget"] for r in rows if r.get("probe")}
     return out
 
 
@@ -422,16 +603,27 @@ def results_markdown(report: dict) -> str:
         f"parametric {checks['parametric_seed_gap']:.2f} %. Gaps are to the same family's seed-0 oracle.",
         "",
         "| method | UA | RA | TA | MIA | gap (test) | gap forget / retain / test | soft gap (test, nats) "
-        "| Avg. Gap | time |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| Avg. Gap | time | probe forget / reference |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in report["rows"]:
         g = r["gap_per_split"]
+        probe = r.get("probe") or {}
+        probe_text = " / ".join("-" if probe.get(k) is None else f"{probe[k]:.2f}" for k in ("forget", "reference"))
         lines.append(
             f"| {r['method']} | {r['UA']:.2f} | {r['RA']:.2f} | {r['TA']:.2f} | {r['MIA']:.2f} | {r['gap']:.2f} "
             f"| {g['forget']['hard']:.2f} / {g['retain']['hard']:.2f} / {g['test']['hard']:.2f} "
-            f"| {g['test']['soft']:.4f} | {r['avg_gap']:.2f} | {_fmt_seconds(r['seconds'])} |"
+            f"| {g['test']['soft']:.4f} | {r['avg_gap']:.2f} | {_fmt_seconds(r['seconds'])} | {probe_text} |"
         )
+    probe_on = "the forgotten classes' test images / the other classes'" if report["scenario"]["classes"] else \
+        "the forgotten rows / the test set"
+    lines += ["", f"Probe: linear-probe accuracy (%) on the encoder's embeddings, scored on {probe_on}."]
+    exactness = report.get("exactness")
+    if exactness:
+        lines += ["", f"Memory-only deletion vs its oracle (same core and seed, retrained without the forget set): "
+                  f"weights bitwise equal {exactness['weights_equal']}, memory digest equal "
+                  f"{exactness['memory_digest_equal']}, max |Δ log p| {exactness['max_abs_logprob_diff']:.3g}, "
+                  f"receipt exact {exactness['receipt_exact']} ({exactness['memory_only_removed']} memory-only rows)."]
     machine = report["machine"]
     lines += ["", f"Machine: {machine.get('gpu', machine['processor'])}, {machine['cpu_count']} CPUs, "
               f"torch {machine['torch']}, device {machine['device']}."]
@@ -449,9 +641,9 @@ def plot_gap_vs_time(report: dict, path: str) -> None:
     for r in report["rows"]:
         if r["seconds"] <= 0 or "(oracle, seed 0)" in r["method"]:  # the oracle is the reference: gap 0
             continue
-        spm = r["family"] == "spm"
-        ax.scatter(r["seconds"], r["gap"], marker="o" if spm else "s", s=60, color="tab:blue" if spm else "tab:orange",
-                   edgecolor="black", zorder=3)
+        spm = r["family"] != "parametric"
+        color = {"spm": "tab:blue", "spm-core": "tab:green"}.get(r["family"], "tab:orange")
+        ax.scatter(r["seconds"], r["gap"], marker="o" if spm else "s", s=60, color=color, edgecolor="black", zorder=3)
         ax.annotate(r["method"].split(": ", 1)[1], (r["seconds"], r["gap"]), textcoords="offset points",
                     xytext=(5, 5) if spm else (5, -11), fontsize=8)
     checks = report["checks"]
@@ -480,7 +672,17 @@ def _scenario_names(scenarios) -> list[str]:
 def train_benchmark_models(preset: str, scenarios, cache_dir: str = "outputs/benchmark-cache",
                            overrides: dict | None = None, workers: int = 1, show_progress: bool = True) -> str:
     """Train (or find cached) every model the scenarios need; returns the cache folder."""
-    _preset(preset, overrides)  # fail on a bad preset before any work
+    from ..data import label_names, load_image_dataset
+
+    settings = _preset(preset, overrides)  # fail on a bad preset before any work
+    # ... and on a class scenario the dataset lacks (the class scenarios name CIFAR-10 classes)
+    names = label_names(load_image_dataset(settings.dataset, splits=("train",), image_column=settings.image_column,
+                                           label_column=settings.label_column))
+    for name in _scenario_names(scenarios):
+        unknown = [c for c in SCENARIOS[name].classes if c not in names]
+        if unknown:
+            raise ValueError(f"scenario {name!r} forgets classes {unknown}, which dataset {settings.dataset!r} does "
+                             f"not have (its classes: {names}); random-10 and random-50 fit any dataset")
     root = cache_root(cache_dir, preset, overrides)
     ensure_models(required_models(_scenario_names(scenarios)), root, preset, overrides, workers, show_progress)
     return root

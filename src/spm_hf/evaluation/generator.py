@@ -1,6 +1,6 @@
 """`evaluate_generator`: judge accuracy per class, forgetting UA, FID / FID_R / FID_O, grids before and after.
 
-Conventions (every share is a percentage; paper-spec §4):
+Conventions (every share is a percentage):
 
 * **judge accuracy** of class c: the share of images generated for c that the outside judge assigns to c.
   The default judge (CIFAR-10 ResNet-56, `spm_hf.evaluation.judge`) applies to 3x32x32 models with CIFAR-10's

@@ -1,6 +1,7 @@
 """Unlearning metrics: UA / FA / RA / TA, MIA-efficacy, prediction gap to a retrained oracle, Avg. Gap.
 
-Conventions (anchors.md §4, paper-spec.md §4; every number is a percentage unless said otherwise):
+Conventions (SalUn's and l1-sparse's, which the paper's tables follow; every number is a percentage unless
+said otherwise):
 
 | name | definition | direction |
 | --- | --- | --- |
@@ -33,8 +34,10 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from ..modeling_spm import SPMForImageClassification
 
-# log(1e-8): the floor the authors' code puts under probabilities (`log(clamp(p, 1e-8))`, paper-spec §2.1).
+
+# log(1e-8): the floor the authors' code puts under probabilities (`log(clamp(p, 1e-8))`).
 LOG_PROB_FLOOR = math.log(1e-8)
 
 # The four metrics SalUn's Avg. Gap averages over.
@@ -105,7 +108,7 @@ def forget_accuracy(forget_scores, forget_labels) -> float:
 
 
 def unlearning_accuracy(forget_scores, forget_labels) -> float:
-    """UA = 100 - accuracy (%) on the forget set D_f (SalUn / l1-sparse convention; anchors §4a).
+    """UA = 100 - accuracy (%) on the forget set D_f (SalUn / l1-sparse convention).
 
     Higher = more forgetting; the target is the Retrain model's UA (about 5 for random 10% forgetting on
     CIFAR-10, 100 for class-wise forgetting), not 100. A class-wise-forgetting SPM, whose forgotten class
@@ -139,7 +142,7 @@ def true_class_probability(scores, labels) -> torch.Tensor:
 
 
 def mia_efficacy(retain_probs_true, test_probs_true, forget_probs_true, seed: int = 0) -> float:
-    """MIA-efficacy (%) by SalUn's SVC "confidence" attack (anchors §4a; paper-spec §4).
+    """MIA-efficacy (%) by SalUn's SVC "confidence" attack.
 
     Protocol (Unlearn-Saliency `evaluation/SVC_MIA.py`, the `confidence` entry that the papers report):
 
@@ -156,7 +159,7 @@ def mia_efficacy(retain_probs_true, test_probs_true, forget_probs_true, seed: in
 
     Higher = the forget set looks more like unseen data. The target is the Retrain model's value (about 13
     for random 10% forgetting on CIFAR-10 in SalUn's Table 3, 100 for class-wise forgetting), not 100.
-    This is not "MIA-privacy" (attack accuracy on held-out halves) nor a MIA AUC (anchors §4b.2).
+    This is not "MIA-privacy" (attack accuracy on held-out halves) nor a MIA AUC: the numbers do not convert.
 
     Args:
         retain_probs_true: (N_r,) true-class probabilities on the retain set.
@@ -202,8 +205,8 @@ class PredictionGap(NamedTuple):
 def prediction_gap(logp_a, logp_b, floor: float = LOG_PROB_FLOOR) -> PredictionGap:
     """Hard and soft prediction gap between model `a` (unlearned) and model `b` (reference / retrained).
 
-    * hard = 100 * mean[argmax a != argmax b] (%), i.e. 100 - the authors' `agreement` (paper-spec §4,
-      hypothesis (i) for PG_H). Ties go to the lowest class index.
+    * hard = 100 * mean[argmax a != argmax b] (%), i.e. 100 - the authors' `agreement` (our reading of the
+      paper's PG_H). Ties go to the lowest class index.
     * soft = mean_i KL(p_b,i || p_a,i) = mean_i sum_c p_b[i,c] (log p_b[i,c] - log p_a[i,c]), in nats. This
       is the direction of the authors' `F.kl_div(log p_u, p_r, reduction="batchmean")`: the reference is the
       target distribution.
@@ -252,8 +255,8 @@ def per_split_gap(
 
     Returns `{split: {"hard", "soft"}, ..., "mean": {...}, "harmonic": {...}}`: "mean" is the arithmetic
     mean over splits (each split weighs the same, whatever its size) and "harmonic" the harmonic mean (0 if
-    any split's gap is 0). The paper's PG_H definition was not found (paper-spec §4): report the per-split
-    numbers and say which aggregate a table uses.
+    any split's gap is 0). The authors' code does not compute PG_H and we found no definition of its
+    aggregate over splits: report the per-split numbers and say which aggregate a table uses.
     """
     if set(unlearned) != set(reference):
         raise ValueError(f"split names differ: {sorted(unlearned)} vs {sorted(reference)}")
@@ -324,8 +327,6 @@ def predict_logprobs(model: torch.nn.Module, pixel_values: torch.Tensor, batch_s
         batch_size: images per forward pass.
         forward_kwargs: passed to every forward call (e.g. `support_embeddings=`, `support_labels=`).
     """
-    from ..modeling_spm import SPMForImageClassification
-
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     is_spm = isinstance(model, SPMForImageClassification)

@@ -14,7 +14,7 @@ from .pipeline_spm import (
     make_pipeline,
 )
 from .support_cache import SupportFeatureCache
-from .unet_spm import UNET_PRESETS, SPMUNet2DModel, SPMUNet2DOutput, SupportFeatures
+from .unet_spm import UNET_ARCHITECTURES, SPMUNet2DModel, SPMUNet2DOutput, SupportFeatures
 
 
 __all__ = [
@@ -28,7 +28,7 @@ __all__ = [
     "SPMUNet2DOutput",
     "SupportFeatureCache",
     "SupportFeatures",
-    "UNET_PRESETS",
+    "UNET_ARCHITECTURES",
     "check_memory_fits",
     "make_noise_scheduler",
     "make_pipeline",

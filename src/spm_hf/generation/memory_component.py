@@ -2,7 +2,7 @@
 
 diffusers saves and loads a pipeline component only if it subclasses a loadable base (here `ModelMixin`),
 and resolves the base by name in the defining module, so this module imports `ModelMixin` **by name**
-(hf-ecosystem.md §2.2). The component *holds* one `spm_hf.memory.SampleMemory` (`.sample_memory`), the
+(a class written as `class X(diffusers.ModelMixin)` is reported as having no loading methods). The component *holds* one `spm_hf.memory.SampleMemory` (`.sample_memory`), the
 project's single memory type, rather than inheriting from it: `nn.Module` and `SampleMemory` both define
 `dtype`, `device`, `to` and `__len__` with different meanings. Every `SampleMemory` method a user needs is
 forwarded (`forget`, `add`, `ids`, `labels`, `values`/`images`, `label_names`, `digest`, `ledger`, ...),
@@ -12,7 +12,7 @@ On disk (the pipeline's `memory/` folder)::
 
     config.json                  num_items, label_names, value_shape, value_dtype, digest (diffusers config)
     sample_memory.safetensors    uint8 images, labels, trained_on flags of the live rows only
-    sample_memory.json           ids, salt, ledger (salted id hashes of forgotten samples), file sha256
+    sample_memory.json           ids, ledger (keyed id hashes of forgotten samples), file sha256, seal
 
 The diffusers config is re-registered after every `add` and `forget`, so `config.json` always describes
 the rows actually saved; `from_pretrained` checks the two agree (count and digest) and `SampleMemory.load`
@@ -28,7 +28,8 @@ import torch
 from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
 
-from ..memory import MEMORY_CONFIG_NAME, MemoryIntegrityError, SampleMemory
+from ..files import atomic_directory, reading_directory
+from ..memory import MEMORY_CONFIG_NAME, MEMORY_WEIGHTS_NAME, MemoryIntegrityError, SampleMemory
 
 
 class ImageSampleMemory(ModelMixin, ConfigMixin):
@@ -39,7 +40,6 @@ class ImageSampleMemory(ModelMixin, ConfigMixin):
         value_shape: shape of one stored value, `(C, H, W)` for images.
         value_dtype: `"uint8"` for images (the default); float dtypes store features.
         num_items, digest: bookkeeping written by `save_pretrained`; a freshly built memory is empty.
-        salt: ledger salt (random if omitted; not part of the diffusers config).
     """
 
     config_name = "config.json"
@@ -53,10 +53,9 @@ class ImageSampleMemory(ModelMixin, ConfigMixin):
         value_dtype: str = "uint8",
         num_items: int = 0,
         digest: str | None = None,
-        salt: str | None = None,
     ):
         super().__init__()
-        self._memory = SampleMemory(list(label_names), tuple(value_shape), getattr(torch, value_dtype), salt=salt)
+        self._memory = SampleMemory(list(label_names), tuple(value_shape), getattr(torch, value_dtype))
         # An empty non-persistent buffer gives the module a device (pipelines ask their components for one).
         self.register_buffer("_device_anchor", torch.zeros(0), persistent=False)
         self._sync_config()
@@ -69,7 +68,6 @@ class ImageSampleMemory(ModelMixin, ConfigMixin):
             label_names=memory.label_names,
             value_shape=memory.value_shape,
             value_dtype=str(memory.dtype).replace("torch.", ""),
-            salt=memory.salt,
         )
         obj._memory = memory
         obj._sync_config()
@@ -83,23 +81,14 @@ class ImageSampleMemory(ModelMixin, ConfigMixin):
         ids: Sequence[str],
         label_names: Sequence[str],
         trained_on: bool | Sequence[bool] | torch.Tensor = True,
-        salt: str | None = None,
     ) -> ImageSampleMemory:
         """A memory of (N, C, H, W) uint8 images with their labels and stable ids."""
         images = torch.as_tensor(images)
         if images.dtype != torch.uint8:
             raise TypeError(f"images must be uint8 (N, C, H, W); got {images.dtype}")
-        obj = cls(label_names=list(label_names), value_shape=tuple(images.shape[1:]), value_dtype="uint8", salt=salt)
+        obj = cls(label_names=list(label_names), value_shape=tuple(images.shape[1:]), value_dtype="uint8")
         obj.add(ids, labels, images, trained_on=trained_on)
         return obj
-
-    @classmethod
-    def from_dataset(cls, split, trained_on: bool = True, limit: int | None = None) -> ImageSampleMemory:
-        """A memory of a `spm_hf.data.load_image_dataset` split (image, label ClassLabel, sample_id)."""
-        from ..data import as_uint8_tensors, label_names
-
-        images, labels, ids = as_uint8_tensors(split, limit=limit)
-        return cls.from_images(images, labels, ids, label_names(split), trained_on=trained_on)
 
     # ------------------------------------------------------------------ config kept in step
     def _sync_config(self) -> None:
@@ -110,7 +99,6 @@ class ImageSampleMemory(ModelMixin, ConfigMixin):
             value_dtype=str(m.dtype).replace("torch.", ""),
             num_items=len(m),
             digest=m.digest(),
-            salt=None,  # the salt lives in sample_memory.json, beside the ledger it salts
         )
 
     # ------------------------------------------------------------------ SampleMemory surface
@@ -156,10 +144,6 @@ class ImageSampleMemory(ModelMixin, ConfigMixin):
     def ledger(self) -> list[dict]:
         return self._memory.ledger
 
-    @property
-    def salt(self) -> str:
-        return self._memory.salt
-
     def __len__(self) -> int:
         return len(self._memory)
 
@@ -196,9 +180,9 @@ class ImageSampleMemory(ModelMixin, ConfigMixin):
         self._memory.add(ids, labels, values, trained_on=trained_on, allow_reingest=allow_reingest)
         self._sync_config()
 
-    def forget(self, ids: Iterable[str] | None = None, classes: Iterable[str | int] | None = None):
+    def forget(self, classes: Iterable[str | int] | str | int | None = None, *, ids: Iterable[str] | None = None):
         """`SampleMemory.forget` (returns its `ForgetReceipt`), then the config is brought in step."""
-        receipt = self._memory.forget(ids=ids, classes=classes)
+        receipt = self._memory.forget(classes, ids=ids)
         self._sync_config()
         return receipt
 
@@ -213,18 +197,19 @@ class ImageSampleMemory(ModelMixin, ConfigMixin):
 
     # ------------------------------------------------------------------ persistence
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs) -> None:
-        """Write `config.json` + `sample_memory.safetensors` + `sample_memory.json` to `save_directory`.
+        """Write `config.json` + `sample_memory.safetensors` + `sample_memory.json` to `save_directory`, the
+        three as one atomic step (`spm_hf.files.atomic_directory`; inside a pipeline's save, that save's).
 
         Extra keyword arguments from `DiffusionPipeline.save_pretrained` (`safe_serialization`,
         `variant`, ...) are accepted and ignored: the memory is always safetensors + JSON.
         """
         if kwargs.get("push_to_hub"):
             raise ValueError("push the whole pipeline (SPMDiffusionPipeline.push_to_hub), not its memory alone")
-        save_directory = os.fspath(save_directory)
-        os.makedirs(save_directory, exist_ok=True)
         self._sync_config()
-        self._memory.save(save_directory)
-        self.save_config(save_directory)
+        owned = (self.config_name, MEMORY_CONFIG_NAME, MEMORY_WEIGHTS_NAME)
+        with atomic_directory(save_directory, owned=owned) as staging:
+            self._memory.save(staging)
+            self.save_config(staging)
 
     @classmethod
     def from_pretrained(
@@ -237,6 +222,10 @@ class ImageSampleMemory(ModelMixin, ConfigMixin):
         moves them. Raises `MemoryIntegrityError` naming the file when the files disagree.
         """
         path = os.fspath(pretrained_model_name_or_path)
+        local = os.path.join(path, subfolder) if subfolder else path
+        if os.path.isdir(local):
+            with reading_directory(local):
+                return cls._from_folder(local, verify)
         if not os.path.isdir(path):
             from huggingface_hub import snapshot_download
 
@@ -249,8 +238,10 @@ class ImageSampleMemory(ModelMixin, ConfigMixin):
                 token=kwargs.get("token"),
                 local_files_only=kwargs.get("local_files_only", False),
             )
-        if subfolder:
-            path = os.path.join(path, subfolder)
+        return cls._from_folder(os.path.join(path, subfolder) if subfolder else path, verify)
+
+    @classmethod
+    def _from_folder(cls, path: str, verify: bool) -> ImageSampleMemory:
         config_file = os.path.join(path, cls.config_name)
         if not os.path.exists(config_file):
             raise FileNotFoundError(f"no memory config {config_file}")

@@ -22,9 +22,10 @@ from collections import OrderedDict
 import torch
 
 from ..memory import SampleMemory
+from ..memory_index import MemoryListener
 
 
-class SupportFeatureCache:
+class SupportFeatureCache(MemoryListener):
     """Support keys/values per memory sample id. See the module docstring.
 
     Args:
@@ -64,10 +65,11 @@ class SupportFeatureCache:
         self._memory = memory
         memory.add_listener(self)
 
-    def on_memory_change(self, memory: SampleMemory, event: str, **kwargs) -> None:
-        if event == "delete":
-            for sample_id in [i for i in self._entries if i not in memory]:
-                del self._entries[sample_id]
+    def on_delete(self, memory: SampleMemory, keys) -> None:
+        # Entries are keyed by sample id; drop every one whose sample is gone, so no cached feature of a
+        # forgotten image outlives the forget.
+        for sample_id in [i for i in self._entries if i not in memory]:
+            del self._entries[sample_id]
 
     # ------------------------------------------------------------------ weights fingerprint
     @staticmethod

@@ -1,7 +1,7 @@
 """`SPMUNet2DModel`: a class-conditional DDPM UNet whose bottleneck reads a support set of memory images.
 
-The network follows paper-spec §3.1 (the authors' `nets/unet_spm.py`), written from scratch and sized by
-presets (`UNET_PRESETS`): a ResBlock UNet with time and class conditioning whose middle block is the
+The network follows the UNet of the authors' code (`nets/unet_spm.py`), written from scratch and sized by
+named architectures (`UNET_ARCHITECTURES`): a ResBlock UNet with time and class conditioning whose middle block is the
 semi-parametric block: the query's bottleneck patches attend to the *label-matched* support patches, and the
 bottleneck output is built from what they read there. The support set comes from the sample memory, so
 deleting a class's images from the memory removes what the model can read for that class.
@@ -17,40 +17,41 @@ Data flow for a batch of B noisy queries and S support images::
 Deliberate deviations from the reference code (each is documented where it lives):
 
 1. **Support encoding is query-independent.** The reference gives the support the query's timestep at
-   sampling but an independent random timestep (with noise) in training (paper-spec §8 item 14, a
-   train/test mismatch), and the support's own (permuted) class embedding. Here the support is always
-   encoded clean at the fixed `support_timestep` (default 0) with the null class embedding, in training
-   and sampling alike. The class embedding carries no class identity anyway (labels are permuted per
-   batch), and the label is still used for matching. This makes a support item's features a function of
-   the image and the weights only, so `SPMDiffusionPipeline` computes them once and caches them (the
-   support path runs at most once per call, not per step, guidance branch or sample).
+   sampling but an independent random timestep (with noise) in training (a train/test mismatch), and
+   the support's own (permuted) class embedding. Here the support is always encoded clean at the fixed
+   `support_timestep` (default 0) with the null class embedding, in training and sampling alike. The
+   class embedding carries no class identity anyway (labels are permuted per batch), and the label is
+   still used for matching. This makes a support item's features a function of the image and the
+   weights only, so `SPMDiffusionPipeline` computes them once and caches them (the support path runs at
+   most once per call, not per step, guidance branch or sample).
 2. **No fallback inside the block.** A query whose label has no support gets zero fused features, in
    training and evaluation alike (the reference falls back to all supports in eval mode only, which makes
    a query's output depend on the other queries of the batch). What to draw for a forgotten class is a
    pipeline policy (`forget_policy`), decided before the UNet runs.
 3. **Relation attention.** `relation="additive"` is the reference's additive attention
    (score = w_outᵀ ReLU(W_q q + W_s s + b) + b_out, value = W_s s); `relation="dot"` (default of the CPU
-   presets) is scaled dot-product attention with separate key/value projections and `relation_heads`
+   architectures) is scaled dot-product attention with separate key/value projections and `relation_heads`
    heads: the additive form costs O(P · S·P · hidden) memory per query, which is what makes the
    reference 35x slower at 1,024 support items. Both normalise the bottleneck features (GroupNorm) before
    projecting and project the result back to the bottleneck width, so any hidden size works (the
-   reference breaks unless hidden == channels, §8 item 7).
+   reference's spatial relation block only runs when its hidden size equals the bottleneck width).
 4. **ResBlock modulation** is `h * (1 + time_proj(t)) + class_proj(c)` (the reference uses
    `time_proj(t) * h + class_proj(c)`): identical expressiveness, a better-behaved start.
 5. The class embedding is an `nn.Embedding(num_class_embeds + 1)` whose last row is the null class used by
    classifier-free guidance (the reference multiplies a one-hot vector by the keep mask, equivalent up to
    parametrisation).
-6. **Memory-derived class embedding** (`support_class_embedding=True`, the CPU presets). With labels
+6. **Memory-derived class embedding** (`support_class_embedding=True`, the CPU architectures). With labels
    permuted per batch the class embedding carries no class identity, and in the reference the class reaches
    the network only through the 4x4 bottleneck, which the decoder can ignore in favour of the skip
    connections: trained for 4,000 CPU steps, our `mnist-cpu` model drew the same digits whatever the
-   support (mean pixel change 0.005 with vs without support); averaging the (detached) bottleneck values
-   into the class modulation did not help either (the loss with every support item relabelled as another
-   class equalled the loss with the right support). Here a small exemplar encoder (three convolutions, mean
-   pool, linear; trained end to end, unlike the detached bottleneck path) embeds each support image; the
-   mean embedding of the items labelled like the query goes through SiLU + linear into every ResBlock's
-   class modulation. It is read from the memory only, so deleting a class's items removes it; the
-   guidance-dropped branch gets the zero prototype of a label with no memory.
+   support (mean pixel change 0.005 with vs without support). The detached bottleneck values, averaged
+   into the class modulation, do not carry the class either: with them, the loss with every support item
+   relabelled as another class equals the loss with the right support. So a small exemplar encoder (three
+   convolutions, mean pool, linear; trained end to end, unlike the detached bottleneck path) embeds each
+   support image; per query, the unit direction of the mean unit embedding of the items labelled like the
+   query (`label_directions`), scaled to norm sqrt(E), goes through SiLU + linear and is added to the class
+   embedding, which modulates every ResBlock. It is read from the memory only, so deleting a class's items
+   removes it; a label with no item, and the guidance-dropped branch, get the zero prototype.
 """
 
 from __future__ import annotations
@@ -67,9 +68,11 @@ from diffusers.utils import BaseOutput
 from torch import nn
 
 
-UNET_PRESETS: dict[str, dict] = {
+# Named UNet configurations. Training presets (`spm_hf.training.generator_presets`, named `gen-*`) pick one by
+# name; the names here are architectures, not training recipes.
+UNET_ARCHITECTURES: dict[str, dict] = {
     # Unit tests: 8x8 images, a few thousand parameters, a training step in milliseconds.
-    "tiny": dict(
+    "unet-tiny": dict(
         sample_size=8,
         in_channels=3,
         block_out_channels=(16, 32),
@@ -85,7 +88,7 @@ UNET_PRESETS: dict[str, dict] = {
     ),
     # 28x28 MNIST digits on a CPU: 28 -> 14 -> 7, the bottleneck's 49 patches attend to the support.
     # 0.7 M parameters; about 0.13 s per training step (batch 32 + support 32) on one CPU thread.
-    "mnist-cpu": dict(
+    "unet-mnist-cpu": dict(
         sample_size=28,
         in_channels=1,
         block_out_channels=(16, 32, 64),
@@ -101,7 +104,7 @@ UNET_PRESETS: dict[str, dict] = {
     ),
     # 32x32 CIFAR-10 on a CPU: 32 -> 16 -> 8, bottleneck pooled to 4x4 patches as in the paper.
     # 3.7 M parameters; about 0.8 s per training step (batch 32 + support 32) on one CPU thread.
-    "cifar10-cpu": dict(
+    "unet-cifar10-cpu": dict(
         sample_size=32,
         in_channels=3,
         block_out_channels=(48, 96, 128),
@@ -115,9 +118,9 @@ UNET_PRESETS: dict[str, dict] = {
         relation_pool_size=4,
         support_class_embedding=True,
     ),
-    # The paper's UNet (paper-spec §3.1): 128 channels x [1, 2, 2, 2], attention at 16x16, 2 blocks per
+    # The paper's UNet: 128 channels x [1, 2, 2, 2], attention at 16x16, 2 blocks per
     # level, dropout 0.1, GroupNorm(32), additive relation attention over 4x4 bottleneck patches.
-    "cifar10-paper": dict(
+    "unet-cifar10-paper": dict(
         sample_size=32,
         in_channels=3,
         block_out_channels=(128, 256, 256, 256),
@@ -225,7 +228,7 @@ class SelfAttention(nn.Module):
 
 
 class RelationAttention(nn.Module):
-    """Label-matched spatial relation attention from query patches to support patches (paper-spec §3.1).
+    """Label-matched spatial relation attention from query patches to support patches (the semi-parametric read).
 
     Each query's P bottleneck patches attend to all patches of the support items that carry the query's
     label; the output is the attention-weighted sum of projected support patches, projected back to the
@@ -330,7 +333,7 @@ class SemiParametricMiddleBlock(nn.Module):
 
 
 class SPMUNet2DModel(ModelMixin, ConfigMixin):
-    """A class-conditional DDPM UNet with a semi-parametric bottleneck (paper-spec §3.1).
+    """A class-conditional DDPM UNet with a semi-parametric bottleneck (docs/method.md, "The generator").
 
     Args:
         sample_size: image side (square images).
@@ -349,8 +352,11 @@ class SPMUNet2DModel(ModelMixin, ConfigMixin):
             independent of the query's timestep and cacheable.
         query_residual: add the query's own bottleneck features to the fused ones. False in the paper (the
             bottleneck output is purely support-derived); kept as an option.
-        support_class_embedding: also condition every ResBlock on the memory: the mean projected value of
-            the support items labelled like the query, through an MLP, is added to the class embedding
+        support_class_embedding: also condition every ResBlock on the memory: a small exemplar encoder
+            (`support_encoder`) embeds each support image; per query, the unit direction of the mean unit
+            embedding of the support items labelled like the query, scaled to norm sqrt(E)
+            (`support_prototypes`; zeros where no item carries the label, and in the guidance-dropped
+            branch), goes through SiLU + linear (`support_embedding`) and is added to the class embedding
             (module docstring, deviation 6). False in the paper.
     """
 
@@ -434,11 +440,13 @@ class SPMUNet2DModel(ModelMixin, ConfigMixin):
 
     # ------------------------------------------------------------------ construction helpers
     @classmethod
-    def from_preset(cls, preset: str, **overrides) -> SPMUNet2DModel:
-        """A freshly initialised UNet from `UNET_PRESETS[preset]`, with config overrides."""
-        if preset not in UNET_PRESETS:
-            raise KeyError(f"unknown UNet preset {preset!r}; choose from {sorted(UNET_PRESETS)}")
-        return cls(**{**UNET_PRESETS[preset], **overrides})
+    def from_architecture(cls, architecture: str, **overrides) -> SPMUNet2DModel:
+        """A freshly initialised UNet of `UNET_ARCHITECTURES[architecture]`, with config overrides."""
+        if architecture not in UNET_ARCHITECTURES:
+            raise ValueError(
+                f"unknown UNet architecture {architecture!r}; choose one of {', '.join(UNET_ARCHITECTURES)}"
+            )
+        return cls(**{**UNET_ARCHITECTURES[architecture], **overrides})
 
     @property
     def null_class(self) -> int:

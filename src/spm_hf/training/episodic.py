@@ -1,4 +1,4 @@
-"""Episodic support sampling, shared by the classifier and the generator (paper-spec §2.2, §3.3).
+"""Episodic support sampling, shared by the classifier and the generator (docs/method.md, "Episodic training").
 
 Per batch of queries:
 1. a support set balanced over the batch's labels: each label present gets `support_size // |U|`

@@ -1,7 +1,8 @@
-"""Training the semi-parametric generator with `accelerate` (paper-spec §3.2, episodic as in §2.2).
+"""Training the semi-parametric generator with `accelerate` (episodic, like the classifier: docs/method.md).
 
-`train_generator(preset, output_dir, ...)` runs unchanged on a CPU, one GPU, or several GPUs / machines
-under `accelerate launch`. Per step:
+`GeneratorTrainer(config, output_dir)` (`train()`, `save()`, `load()` to resume; `train_generator(preset,
+output_dir, ...)` does all in one call, from a preset of `generator_presets`) runs unchanged on a CPU, one
+GPU, or several GPUs / machines under `accelerate launch`. Per step:
 
 1. a global batch of query indices is drawn (a seeded permutation per epoch; each process takes its
    slice), and an episode per process batch from `spm_hf.training.EpisodicSupportSampler`: a support
@@ -28,99 +29,35 @@ from __future__ import annotations
 
 import glob
 import json
-import math
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, replace
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from accelerate import Accelerator
+from accelerate.state import AcceleratorState
+from diffusers import DDIMScheduler
+from diffusers.training_utils import EMAModel
 from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
 
-from ..data import as_uint8_tensors, label_names, load_image_dataset
+from ..data import as_uint8_tensors, dataset_record, label_names, load_image_dataset
 from ..evaluation.grids import sample_grid
 from ..files import write_atomic, write_json
 from ..generation.memory_component import ImageSampleMemory
 from ..generation.pipeline_spm import SPMDiffusionPipeline, make_noise_scheduler
-from ..generation.unet_spm import UNET_PRESETS, SPMUNet2DModel, label_directions
+from ..generation.unet_spm import UNET_ARCHITECTURES, SPMUNet2DModel, label_directions
 from .episodic import EpisodicSupportSampler
+from .generator_presets import GENERATOR_PRESETS, GeneratorTrainingConfig, get_generator_preset, reproduce_command
 
 
-@dataclass
-class GeneratorTrainingConfig:
-    """Hyper-parameters of one generator training run (a preset, then overrides)."""
-
-    preset: str = "tiny"
-    dataset: str | None = None
-    train_limit: int | None = None
-    exclude_classes: tuple[str, ...] = ()  # classes left out of training and memory (a retrained oracle)
-    batch_size: int = 8
-    support_size: int = 8
-    max_steps: int = 4
-    max_minutes: float | None = None  # stop early (and save) after this much training wall time, resumes included
-    learning_rate: float = 1e-3
-    warmup_steps: int = 0
-    adam_betas: tuple[float, float] = (0.9, 0.999)
-    grad_clip: float = 1.0
-    drop_prob: float = 0.1
-    # Weight of the exemplar loss (UNets with `support_class_embedding` only; 0: off): each clean query image,
-    # embedded by the exemplar encoder, is classified against the mean embeddings of the episode's support
-    # items per (permuted) label, as in prototypical networks.
-    exemplar_loss_weight: float = 0.0
-    ema_decay: float = 0.999
-    ema_power: float = 2 / 3
-    hflip: bool = False
-    permute_labels: bool = True
-    eval_every: int = 0
-    checkpoint_every: int = 0
-    checkpoints_total_limit: int = 2
-    samples_per_class: int = 4
-    sample_steps: int = 25
-    sample_support_size: int = 64
-    guidance_scale: float = 1.3
-    log_every: int = 50
-    seed: int = 0
-    mixed_precision: str = "no"
-    unet_overrides: dict = field(default_factory=dict)
-
-
-TRAIN_PRESETS: dict[str, dict] = {
-    "tiny": dict(batch_size=8, support_size=8, max_steps=4, learning_rate=1e-3, samples_per_class=2, sample_steps=4,
-                 sample_support_size=8, log_every=1, exemplar_loss_weight=0.1),
-    # Measured on the 2-core CPU box: mnist-cpu 0.13 s per step with one torch thread (4,000 steps ~ 9 min).
-    # cifar10-cpu: 0.51 s per step with two threads and the box to itself (60 minutes = 6,987 steps), 0.9 s
-    # per step with one thread beside another job (3,984 steps); two jobs of two threads each on the two cores
-    # were ~10x slower. `max_minutes=60` stops and saves first on this box; `max_steps` bounds faster machines.
-    "mnist-cpu": dict(dataset="mnist", batch_size=32, support_size=32, max_steps=4000, learning_rate=2e-3,
-                      warmup_steps=100, eval_every=500, checkpoint_every=500, samples_per_class=8, sample_steps=25,
-                      exemplar_loss_weight=0.1),
-    "cifar10-cpu": dict(dataset="cifar10", batch_size=32, support_size=32, max_steps=8000, max_minutes=60,
-                        learning_rate=1e-3, warmup_steps=200, hflip=True, eval_every=1000, checkpoint_every=500,
-                        samples_per_class=8, sample_steps=25, exemplar_loss_weight=0.1),
-    # The paper: 2,000 epochs of 50k / 256 (196 steps), 100 warm-up epochs, EMA 0.9993, validation grids
-    # every 100 epochs with 10 samples per class, DDIM 50 steps, w = 0.3, support 1,024 at validation.
-    "cifar10-paper": dict(dataset="cifar10", batch_size=256, support_size=256, max_steps=2000 * 196,
-                          learning_rate=5e-4, warmup_steps=100 * 196, ema_decay=0.9993, hflip=True,
-                          eval_every=100 * 196, checkpoint_every=10 * 196, samples_per_class=10, sample_steps=50,
-                          sample_support_size=1024, log_every=196),
-}
-
-
-def make_training_config(preset: str, **overrides) -> GeneratorTrainingConfig:
-    if preset not in TRAIN_PRESETS:
-        raise KeyError(f"unknown generator preset {preset!r}; choose from {sorted(TRAIN_PRESETS)}")
-    values = {**TRAIN_PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}}
-    unknown = set(values) - set(GeneratorTrainingConfig.__dataclass_fields__)
-    if unknown:
-        raise TypeError(f"unknown training options {sorted(unknown)}")
-    return GeneratorTrainingConfig(preset=preset, **values)
-
-
-def load_training_data(dataset: str, limit: int | None = None):
+def load_training_data(dataset: str, limit: int | None = None, image_column: str | None = None,
+                       label_column: str | None = None):
     """(images uint8 (N, C, H, W), labels, ids, label_names) of a dataset's train split."""
-    ds = load_image_dataset(dataset, splits=("train",))
+    ds = load_image_dataset(dataset, splits=("train",), image_column=image_column, label_column=label_column)
     images, labels, ids = as_uint8_tensors(ds["train"], limit=limit)
     return images, labels, ids, label_names(ds)
 
@@ -276,9 +213,247 @@ def _without_classes(images, labels, ids, label_names, classes):
     return images[keep], labels[keep], [i for i, k in zip(ids, keep.tolist()) if k]
 
 
-# ---------------------------------------------------------------------- the loop
+def _training_data(config: GeneratorTrainingConfig, images, labels, ids, names):
+    """`(images, labels, ids, names, record)`: the given tensors (record None), or the train split of
+    `config.dataset` (record: `spm_hf.data.dataset_record`), without `config.exclude_classes`."""
+    record = None
+    if images is None:
+        if config.dataset is None:
+            raise ValueError(f"preset {config.preset!r} names no dataset: pass dataset=... (--dataset) or "
+                             "images/labels/ids/label_names")
+        ds = load_image_dataset(config.dataset, splits=("train",), image_column=config.image_column,
+                                label_column=config.label_column)
+        images, labels, ids = as_uint8_tensors(ds["train"], limit=config.train_limit)
+        names, record = label_names(ds), dataset_record(config.dataset, ds, config.image_column, config.label_column)
+    elif labels is None or ids is None or names is None:
+        raise ValueError("images needs labels, ids and label_names")
+    labels = torch.as_tensor(labels, dtype=torch.long)
+    if config.exclude_classes:
+        images, labels, ids = _without_classes(images, labels, ids, names, config.exclude_classes)
+    if images.shape[2] != images.shape[3]:
+        raise ValueError(f"square images only, got {images.shape[2]}x{images.shape[3]}")
+    return images, labels, ids, names, record
+
+
+# ---------------------------------------------------------------------- the trainer
+class GeneratorTrainer:
+    """Trains an `SPMUNet2DModel` episodically with `accelerate` (one step: the module docstring).
+
+        trainer = GeneratorTrainer(get_generator_preset("gen-mnist-cpu"), "outputs/mnist-gen")
+        trainer.load("latest")      # optional: continue from the last checkpoint
+        trainer.train()             # until max_steps, or max_minutes of training in all
+        pipe = trainer.save()       # the EMA weights as an SPMDiffusionPipeline in output_dir
+
+    Args:
+        config: the run's `GeneratorTrainingConfig` (`get_generator_preset(name, **overrides)`).
+        output_dir: where checkpoints, sample grids, the log (`train_log.jsonl`) and the pipeline go.
+        images, labels, ids, label_names: train on these uint8 tensors (N, C, H, W) instead of the train split
+            of `config.dataset`.
+        show_progress: a progress bar on the main process.
+        command: the command line this run was started with, kept in `training_config.json` and the model
+            card (default: the equivalent `spm-hf train-generator` command, `reproduce_command`).
+    """
+
+    def __init__(self, config: GeneratorTrainingConfig, output_dir: str, *, images: torch.Tensor | None = None,
+                 labels: torch.Tensor | None = None, ids: list[str] | None = None,
+                 label_names: list[str] | None = None, show_progress: bool = True, command: str | None = None):
+        if config.unet_architecture not in UNET_ARCHITECTURES:
+            raise ValueError(f"unet_architecture={config.unet_architecture!r}; choose one of "
+                             f"{', '.join(UNET_ARCHITECTURES)}")
+        if images is not None:  # the tensors are the data: the preset's dataset (and row limit) did not apply
+            config = replace(config, dataset=None, train_limit=None)
+        self.config, self.output_dir, self.show_progress = config, output_dir, show_progress
+        self.log_path = os.path.join(output_dir, "train_log.jsonl")
+        # accelerate's state is process-wide: an earlier run in this process (a classifier's Trainer, another
+        # generator) may have set another mixed precision, which Accelerator refuses to change. Each run sets its
+        # own, as transformers' TrainingArguments does; the process / device part of the state is kept.
+        AcceleratorState._reset_state()
+        self.accelerator = Accelerator(mixed_precision=config.mixed_precision)
+        self.is_main = self.accelerator.is_main_process
+        self.images, self.labels, self.ids, self.label_names, self.data_record = _training_data(
+            config, images, labels, ids, label_names)
+        # no command line trains on tensors passed in Python: then only a given `command` is recorded
+        self.command = command or (reproduce_command(config, output_dir) if images is None else None)
+        _, channels, size, _ = self.images.shape
+        if self.is_main:
+            os.makedirs(output_dir, exist_ok=True)
+
+        torch.manual_seed(config.seed)
+        self.unet_model = SPMUNet2DModel.from_architecture(
+            config.unet_architecture,
+            **{**config.unet_overrides, "sample_size": size, "in_channels": channels,
+               "num_class_embeds": len(self.label_names)},
+        )
+        self.noise_scheduler = make_noise_scheduler()
+        optimizer = torch.optim.Adam(self.unet_model.parameters(), lr=config.learning_rate,
+                                     betas=tuple(config.adam_betas))
+        # `unet` is what the steps call (wrapped for DDP where there are several processes), `unet_model` the
+        # module itself (checkpoints, EMA, the exemplar encoder).
+        self.unet, self.optimizer = self.accelerator.prepare(self.unet_model, optimizer)
+        self.unet_model = self.accelerator.unwrap_model(self.unet)
+        self.ema = EMAModel(self.unet_model.parameters(), decay=config.ema_decay, use_ema_warmup=True,
+                            power=config.ema_power, model_cls=SPMUNet2DModel, model_config=self.unet_model.config)
+        self.ema.to(self.accelerator.device)
+        self.sampler = EpisodicSupportSampler(self.labels, len(self.label_names), config.support_size,
+                                              permute_labels=config.permute_labels, seed=config.seed + 2)
+        self.state = _TrainState(len(self.labels), config.seed, self.sampler)
+        self._memory = None  # every training image, built on first use (sample grids, the saved pipeline)
+
+    # ------------------------------------------------------------------ checkpoints
+    def load(self, checkpoint: str = "latest") -> str:
+        """Continue from `checkpoint` (a checkpoint folder, or `"latest"` in `output_dir/checkpoints`): weights,
+        EMA, optimizer, step, data order, generators and the training time so far. The log loses the records
+        after the checkpoint's step (they are redone). Returns the checkpoint folder."""
+        path = latest_checkpoint(self.output_dir) if checkpoint == "latest" else checkpoint
+        if path is None:
+            raise FileNotFoundError(f"resume='latest' but {self.output_dir}/checkpoints holds no checkpoint")
+        _load_checkpoint(path, self.unet_model, self.optimizer, self.ema, self.state)
+        if self.is_main:
+            _truncate_train_log(self.log_path, self.state.step)
+            print(f"resumed from {path} at step {self.state.step} after {self.state.seconds / 60:.1f} minutes "
+                  "of training")
+        return path
+
+    def save_checkpoint(self, seconds: float) -> str:
+        """Write `checkpoints/checkpoint-<step>` (after `seconds` of training in all) on the main process,
+        keeping the newest `checkpoints_total_limit`. Every process must call it (it waits for all)."""
+        self.accelerator.wait_for_everyone()
+        ckpt_dir = os.path.join(self.output_dir, "checkpoints")
+        path = os.path.join(ckpt_dir, f"checkpoint-{self.state.step:07d}")
+        if self.is_main:
+            self.state.seconds = seconds
+            _save_checkpoint(path, self.unet_model, self.optimizer, self.ema, self.state, self.config)
+            found = sorted(glob.glob(os.path.join(ckpt_dir, "checkpoint-*[0-9]")))
+            for old in found[: -self.config.checkpoints_total_limit]:
+                shutil.rmtree(old, ignore_errors=True)
+        return path
+
+    # ------------------------------------------------------------------ training
+    def train(self) -> None:
+        """Train from the current step to `max_steps`, or until `max_minutes` of training in all (earlier
+        runs of a resumed training included), logging, drawing grids and checkpointing on the way; ends with
+        a grid of the final weights (where grids are drawn and the last step drew none)."""
+        config, state = self.config, self.state
+        self.unet.train()
+        # Time counts across resumes: max_minutes bounds the whole training, and the log's seconds add up.
+        start_time, losses = time.perf_counter() - state.seconds, []
+        bar = tqdm(total=config.max_steps, initial=state.step, disable=not (self.show_progress and self.is_main),
+                   desc="train")
+        while state.step < config.max_steps:
+            if config.max_minutes is not None and time.perf_counter() - start_time > 60 * config.max_minutes:
+                if self.is_main:
+                    print(f"max_minutes={config.max_minutes} reached at step {state.step}: stopping")
+                break
+            loss, lr = self.training_step()
+            losses.append(loss)
+            bar.update(1)
+            if self.is_main and (state.step % config.log_every == 0 or state.step == config.max_steps):
+                record = {"step": state.step, "loss": float(np.mean(losses)), "lr": lr,
+                          "seconds": round(time.perf_counter() - start_time, 2)}
+                losses = []
+                bar.set_postfix(loss=f"{record['loss']:.4f}")
+                with open(self.log_path, "a") as f:
+                    f.write(json.dumps(record) + "\n")
+            if config.eval_every and state.step % config.eval_every == 0 and self.is_main:
+                self.evaluate()
+            if config.checkpoint_every and state.step % config.checkpoint_every == 0:
+                self.save_checkpoint(time.perf_counter() - start_time)
+        bar.close()
+        self.accelerator.wait_for_everyone()
+        if self.is_main and config.eval_every and state.step % config.eval_every:
+            self.evaluate()
+
+    def training_step(self) -> tuple[float, float]:
+        """One optimisation step on the next global batch; returns `(loss, learning rate)`."""
+        config, state, accelerator = self.config, self.state, self.accelerator
+        world, rank, device = accelerator.num_processes, accelerator.process_index, accelerator.device
+        images, labels = self.images, self.labels
+        _, channels, height, width = images.shape
+        global_idx = state.next_indices(config.batch_size * world)
+        # Episodes and noise are drawn for the whole global batch on every process (identical generator
+        # states everywhere, so one checkpoint restores all); each process keeps its own slice.
+        episodes = [self.sampler.sample(global_idx[r::world]) for r in range(world)]
+        idx, episode = global_idx[rank::world], episodes[rank]
+        b, total = idx.numel(), global_idx.numel()
+        noise_all = torch.randn((total, channels, height, width), generator=state.noise_gen)
+        t_all = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (total,), generator=state.noise_gen)
+        drop_all = torch.rand(total, generator=state.noise_gen) < config.drop_prob
+        flip_all = torch.rand(total + sum(len(e.support_indices) for e in episodes), generator=state.noise_gen) < 0.5
+        noise, timesteps, drop = noise_all[rank::world], t_all[rank::world], drop_all[rank::world]
+
+        x0 = images[idx].float() / 127.5 - 1.0
+        support = images[episode.support_indices].float() / 127.5 - 1.0
+        if config.hflip:
+            flips = flip_all[: b + len(support)]
+            x0 = torch.where(flips[:b, None, None, None], x0.flip(-1), x0)
+            support = torch.where(flips[b:, None, None, None], support.flip(-1), support)
+        q_labels = episode.permutation[labels[idx]].to(device)
+        s_labels = episode.permutation[labels[episode.support_indices]].to(device)
+        x0, noise, timesteps, support = x0.to(device), noise.to(device), timesteps.to(device), support.to(device)
+        noisy = self.noise_scheduler.add_noise(x0, noise, timesteps)
+
+        lr = config.learning_rate * min(1.0, (state.step + 1) / max(1, config.warmup_steps))
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        with accelerator.autocast():
+            pred = self.unet(noisy, timesteps, q_labels, support_images=support, support_labels=s_labels,
+                             class_dropout_mask=drop.to(device)).sample
+            loss = F.mse_loss(pred.float(), noise.float())
+            if config.exemplar_loss_weight and self.unet_model.support_encoder is not None:
+                loss = loss + config.exemplar_loss_weight * exemplar_loss(
+                    self.unet_model.support_encoder, x0, q_labels, support, s_labels)
+        accelerator.backward(loss)
+        if config.grad_clip:
+            accelerator.clip_grad_norm_(self.unet.parameters(), config.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.ema.step(self.unet_model.parameters())
+        state.step += 1
+        return loss.detach().item(), lr
+
+    # ------------------------------------------------------------------ the EMA pipeline
+    @property
+    def memory(self) -> ImageSampleMemory:
+        """Every training image (`trained_on=True`): what the grids read and the saved pipeline holds."""
+        if self._memory is None:
+            self._memory = ImageSampleMemory.from_images(self.images, self.labels, self.ids, self.label_names,
+                                                         trained_on=True)
+        return self._memory
+
+    def pipeline(self) -> SPMDiffusionPipeline:
+        """An `SPMDiffusionPipeline` of the EMA weights, a DDIM scheduler and `memory` (progress bar off)."""
+        unet = SPMUNet2DModel.from_config(self.unet_model.config)
+        self.ema.copy_to(unet.parameters())
+        unet.to(self.accelerator.device).eval()
+        pipe = SPMDiffusionPipeline(unet, DDIMScheduler.from_config(self.noise_scheduler.config), self.memory)
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+    def evaluate(self) -> str:
+        """Draw a grid of the EMA weights (one row per class) to `samples/step-<step>.png`; returns its path."""
+        config = self.config
+        grid = sample_grid(self.pipeline(), config.samples_per_class, config.sample_steps, config.sample_support_size,
+                           config.guidance_scale, seed=config.seed)
+        path = os.path.join(self.output_dir, "samples", f"step-{self.state.step:07d}.png")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        grid.save(path)
+        return path
+
+    def save(self, pipeline: SPMDiffusionPipeline | None = None) -> SPMDiffusionPipeline:
+        """Save `pipeline` (default: the EMA pipeline) and `training_config.json` to `output_dir` on the main
+        process; returns the pipeline, its progress bar on."""
+        pipe = pipeline or self.pipeline()
+        pipe.set_progress_bar_config(disable=False)
+        # the model card written by save_pretrained reads it (the recipe and the command that reproduces it)
+        pipe.training_config = {**asdict(self.config), "command": self.command, "data": self.data_record}
+        if self.is_main:
+            pipe.save_pretrained(self.output_dir)
+            write_json(os.path.join(self.output_dir, "training_config.json"), pipe.training_config)
+        return pipe
+
+
 def train_generator(
-    preset: str = "tiny",
+    preset: str = "gen-tiny",
     output_dir: str = "outputs/generator",
     *,
     resume: str | None = None,
@@ -288,175 +463,44 @@ def train_generator(
     label_names: list[str] | None = None,
     save_pipeline: bool = True,
     show_progress: bool = True,
+    command: str | None = None,
     **overrides,
 ):
-    """Train an `SPMUNet2DModel` episodically and save an `SPMDiffusionPipeline` to `output_dir`.
+    """Train an `SPMUNet2DModel` episodically and save an `SPMDiffusionPipeline` to `output_dir`
+    (`GeneratorTrainer` in one call).
 
     Args:
-        preset: `tiny`, `mnist-cpu`, `cifar10-cpu` or `cifar10-paper` (`TRAIN_PRESETS` x `UNET_PRESETS`).
+        preset: a name in `GENERATOR_PRESETS` (`gen-tiny`, `gen-mnist-cpu`, `gen-cifar10-cpu`, `gen-cifar10-paper`).
         output_dir: where checkpoints, sample grids, the log and the final pipeline go.
         resume: `"latest"` or a checkpoint folder to continue from.
         images, labels, ids, label_names: train on these uint8 tensors instead of the preset's dataset.
+        save_pipeline: save the pipeline and `training_config.json` to `output_dir` (main process).
+        command: the command line this run was started with (see `GeneratorTrainer`).
         overrides: any `GeneratorTrainingConfig` field (`max_steps`, `batch_size`, `dataset`, ...).
 
-    Returns the pipeline with the EMA weights (also saved to `output_dir` when `save_pipeline`).
+    Returns the pipeline with the EMA weights.
     """
-    from accelerate import Accelerator
-    from diffusers.training_utils import EMAModel
-
-
-    config = make_training_config(preset, **overrides)
-    accelerator = Accelerator(mixed_precision=config.mixed_precision)
-    is_main = accelerator.is_main_process
-    if images is None:
-        if config.dataset is None:
-            raise ValueError(f"preset {preset!r} names no dataset: pass dataset=... or images/labels/ids/label_names")
-        images, labels, ids, label_names = load_training_data(config.dataset, config.train_limit)
-    elif labels is None or ids is None or label_names is None:
-        raise ValueError("images needs labels, ids and label_names")
-    labels = torch.as_tensor(labels, dtype=torch.long)
-    if config.exclude_classes:
-        images, labels, ids = _without_classes(images, labels, ids, label_names, config.exclude_classes)
-    n, channels, height, width = images.shape
-    if height != width:
-        raise ValueError(f"square images only, got {height}x{width}")
-    if is_main:
-        os.makedirs(output_dir, exist_ok=True)
-
-    torch.manual_seed(config.seed)
-    unet_kwargs = {**config.unet_overrides, "sample_size": height, "in_channels": channels,
-                   "num_class_embeds": len(label_names)}
-    unet = SPMUNet2DModel.from_preset(preset if preset in UNET_PRESETS else "tiny", **unet_kwargs)
-    noise_scheduler = make_noise_scheduler()
-    optimizer = torch.optim.Adam(unet.parameters(), lr=config.learning_rate, betas=tuple(config.adam_betas))
-    unet, optimizer = accelerator.prepare(unet, optimizer)
-    raw_unet = accelerator.unwrap_model(unet)
-    ema = EMAModel(raw_unet.parameters(), decay=config.ema_decay, use_ema_warmup=True, power=config.ema_power,
-                   model_cls=SPMUNet2DModel, model_config=raw_unet.config)
-    ema.to(accelerator.device)
-
-    sampler = EpisodicSupportSampler(labels, len(label_names), config.support_size,
-                                     permute_labels=config.permute_labels, seed=config.seed + 2)
-    state = _TrainState(n, config.seed, sampler)
+    config = get_generator_preset(preset, **overrides)
+    trainer = GeneratorTrainer(config, output_dir, images=images, labels=labels, ids=ids, label_names=label_names,
+                               show_progress=show_progress, command=command)
     if resume:
-        path = latest_checkpoint(output_dir) if resume == "latest" else resume
-        if path is None:
-            raise FileNotFoundError(f"resume='latest' but {output_dir}/checkpoints holds no checkpoint")
-        _load_checkpoint(path, raw_unet, optimizer, ema, state)
-        if is_main:
-            _truncate_train_log(os.path.join(output_dir, "train_log.jsonl"), state.step)
-            print(f"resumed from {path} at step {state.step} after {state.seconds / 60:.1f} minutes of training")
-
-    memory = None  # the evaluation / final memory: every training image, built once, on the main process
-
-    def get_memory():
-        nonlocal memory
-        if memory is None:
-            memory = ImageSampleMemory.from_images(images, labels, ids, label_names, trained_on=True)
-        return memory
-
-    def ema_pipeline():
-        from diffusers import DDIMScheduler
-
-        eval_unet = SPMUNet2DModel.from_config(raw_unet.config)
-        ema.copy_to(eval_unet.parameters())
-        eval_unet.to(accelerator.device).eval()
-        pipe = SPMDiffusionPipeline(eval_unet, DDIMScheduler.from_config(noise_scheduler.config), get_memory())
-        pipe.set_progress_bar_config(disable=True)
-        return pipe
-
-    def evaluate(step: int) -> None:
-        pipe = ema_pipeline()
-        grid = sample_grid(pipe, config.samples_per_class, config.sample_steps, config.sample_support_size,
-                           config.guidance_scale, seed=config.seed)
-        os.makedirs(os.path.join(output_dir, "samples"), exist_ok=True)
-        grid.save(os.path.join(output_dir, "samples", f"step-{step:07d}.png"))
-
-    log_path = os.path.join(output_dir, "train_log.jsonl")
-    world, rank = accelerator.num_processes, accelerator.process_index
-    device = accelerator.device
-    unet.train()
-    # Time counts across resumes: max_minutes bounds the whole training, and the log's seconds add up.
-    start_time, losses = time.perf_counter() - state.seconds, []
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=config.max_steps, initial=state.step, disable=not (show_progress and is_main), desc="train")
-    while state.step < config.max_steps:
-        if config.max_minutes is not None and time.perf_counter() - start_time > 60 * config.max_minutes:
-            if is_main:
-                print(f"max_minutes={config.max_minutes} reached at step {state.step}: stopping")
-            break
-        global_idx = state.next_indices(config.batch_size * world)
-        # Episodes and noise are drawn for the whole global batch on every process (identical generator
-        # states everywhere, so one checkpoint restores all); each process keeps its own slice.
-        episodes = [sampler.sample(global_idx[r::world]) for r in range(world)]
-        idx, episode = global_idx[rank::world], episodes[rank]
-        b = idx.numel()
-        noise_all = torch.randn((global_idx.numel(), channels, height, width), generator=state.noise_gen)
-        t_all = torch.randint(0, noise_scheduler.config.num_train_timesteps, (global_idx.numel(),), generator=state.noise_gen)
-        drop_all = torch.rand(global_idx.numel(), generator=state.noise_gen) < config.drop_prob
-        flip_all = torch.rand(global_idx.numel() + sum(len(e.support_indices) for e in episodes), generator=state.noise_gen) < 0.5
-        noise, timesteps, drop = noise_all[rank::world], t_all[rank::world], drop_all[rank::world]
-
-        x0 = images[idx].float() / 127.5 - 1.0
-        support = images[episode.support_indices].float() / 127.5 - 1.0
-        if config.hflip:
-            flips = flip_all[: b + len(support)]
-            x0 = torch.where(flips[:b, None, None, None], x0.flip(-1), x0)
-            support = torch.where(flips[b:, None, None, None], support.flip(-1), support)
-        q_labels = episode.permutation[labels[idx]]
-        s_labels = episode.permutation[labels[episode.support_indices]]
-        x0, noise, timesteps = x0.to(device), noise.to(device), timesteps.to(device)
-        noisy = noise_scheduler.add_noise(x0, noise, timesteps)
-
-        lr = config.learning_rate * min(1.0, (state.step + 1) / max(1, config.warmup_steps))
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        with accelerator.autocast():
-            pred = unet(noisy, timesteps, q_labels.to(device), support_images=support.to(device),
-                        support_labels=s_labels.to(device), class_dropout_mask=drop.to(device)).sample
-            loss = F.mse_loss(pred.float(), noise.float())
-            if config.exemplar_loss_weight and raw_unet.support_encoder is not None:
-                loss = loss + config.exemplar_loss_weight * exemplar_loss(
-                    raw_unet.support_encoder, x0, q_labels.to(device), support.to(device), s_labels.to(device))
-        accelerator.backward(loss)
-        if config.grad_clip:
-            accelerator.clip_grad_norm_(unet.parameters(), config.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        ema.step(raw_unet.parameters())
-        state.step += 1
-        losses.append(loss.detach().item())
-        bar.update(1)
-
-        if is_main and (state.step % config.log_every == 0 or state.step == config.max_steps):
-            record = {"step": state.step, "loss": float(np.mean(losses)), "lr": lr,
-                      "seconds": round(time.perf_counter() - start_time, 2)}
-            losses = []
-            bar.set_postfix(loss=f"{record['loss']:.4f}")
-            with open(log_path, "a") as f:
-                f.write(json.dumps(record) + "\n")
-        if config.eval_every and state.step % config.eval_every == 0 and is_main:
-            evaluate(state.step)
-        if config.checkpoint_every and state.step % config.checkpoint_every == 0:
-            accelerator.wait_for_everyone()
-            if is_main:
-                state.seconds = time.perf_counter() - start_time
-                ckpt_dir = os.path.join(output_dir, "checkpoints")
-                _save_checkpoint(os.path.join(ckpt_dir, f"checkpoint-{state.step:07d}"), raw_unet, optimizer,
-                                 ema, state, config)
-                for old in sorted(glob.glob(os.path.join(ckpt_dir, "checkpoint-*[0-9]")))[: -config.checkpoints_total_limit]:
-                    shutil.rmtree(old, ignore_errors=True)
-    bar.close()
-    accelerator.wait_for_everyone()
-
-    pipe = ema_pipeline()
+        trainer.load(resume)
+    trainer.train()
+    pipe = trainer.pipeline()
+    if save_pipeline:
+        trainer.save(pipe)
     pipe.set_progress_bar_config(disable=False)
-    if is_main:
-        if config.eval_every and state.step % config.eval_every:
-            evaluate(state.step)  # a grid of the final weights, unless the loop just drew one
-        if save_pipeline:
-            pipe.save_pretrained(output_dir)
-            write_json(os.path.join(output_dir, "training_config.json"), asdict(config))
-    accelerator.end_training()
+    trainer.accelerator.end_training()
     return pipe
+
+
+__all__ = [
+    "GENERATOR_PRESETS",
+    "GeneratorTrainer",
+    "GeneratorTrainingConfig",
+    "exemplar_loss",
+    "get_generator_preset",
+    "latest_checkpoint",
+    "load_training_data",
+    "train_generator",
+]
