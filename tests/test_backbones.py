@@ -136,7 +136,8 @@ def test_remote_code_and_pipeline_with_backbones_where_spm_hf_is_not_importable(
         model.image_processor = make_image_processor(model.config.image_size)
         folders[name] = str(tmp_path / name)
         model.save_pretrained(folders[name])
-        pixels = torch.randn(3, 3, model.config.image_size, model.config.image_size, generator=torch.Generator().manual_seed(2))
+        size = model.config.image_size
+        pixels = torch.randn(3, 3, size, size, generator=torch.Generator().manual_seed(2))
         torch.save(pixels, tmp_path / f"{name}.pt")
         with torch.no_grad():
             expected[name] = model(pixels).logits

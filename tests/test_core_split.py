@@ -137,7 +137,8 @@ def test_exactness_price_bench_measures_both_memories_in_both_modes(tmp_path):
     full, half = results["rows"]
     assert list(full["memory"]) == ["all rows"] and list(half["memory"]) == ["all rows", "core only"]
     assert full["core_size"] == full["memory"]["all rows"]["memory_rows"] == 300
-    assert half["memory"]["core only"]["memory_rows"] == half["core_size"] == int(core_mask(IDS[:300], core_fraction=0.5, core_seed=0).sum())
+    core_size = int(core_mask(IDS[:300], core_fraction=0.5, core_seed=0).sum())
+    assert half["memory"]["core only"]["memory_rows"] == half["core_size"] == core_size
     for memory in half["memory"].values():
         assert all(0 <= memory[m] <= 100 for m in ("class_mean", "knn", "knn (neighbourhood means)"))
     assert "knn_all_rows_minus_core_only_at_core_0.5" in results["checks"]

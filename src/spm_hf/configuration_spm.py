@@ -274,5 +274,5 @@ class SPMConfig(PreTrainedConfig):
         check_choice("knn_aggregation", self.knn_aggregation, KNN_AGGREGATIONS)
 
 
-__all__ = ["SPMConfig", "ENCODER_PRESETS", "BACKBONE_POOLINGS", "FUSIONS", "KNN_AGGREGATIONS", "KNN_BACKENDS", "MEMORY_MODES",
-           "backbone_embed_dim"]
+__all__ = ["SPMConfig", "ENCODER_PRESETS", "BACKBONE_POOLINGS", "FUSIONS", "KNN_AGGREGATIONS", "KNN_BACKENDS",
+           "MEMORY_MODES", "backbone_embed_dim"]

@@ -52,8 +52,13 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 import torch
 
+from ..baselines.parametric import ParametricForImageClassification
+from ..baselines.unlearning import DEFAULTS, UNLEARNING_METHODS
+from ..data import as_uint8_tensors, label_names, load_image_dataset
 from ..files import write_atomic, write_figure, write_json
 from ..image_processing_spm import normalize_uint8
+from ..modeling_spm import SPMForImageClassification
+from ..training.classifier import get_preset, train_classifier
 from ..training.core_split import core_mask
 from .metrics import avg_gap, per_split_gap, predict_logprobs, prediction_gap, unlearning_metrics
 
@@ -177,8 +182,6 @@ class ModelSpec:
 
 
 def _preset(preset: str, overrides: dict | None):
-    from ..training.classifier import get_preset
-
     return get_preset(preset, **(overrides or {}))
 
 
@@ -221,9 +224,6 @@ def _is_complete(path: str) -> bool:
 def _train_spec(spec: ModelSpec, root: str, preset: str, overrides: dict | None, show_progress: bool,
                 threads: int | None = None) -> str:
     """Train one model into the cache (temporary folder, renamed when complete). Returns its path."""
-    from ..data import label_names, load_image_dataset
-    from ..training.classifier import train_classifier
-
     if threads:
         torch.set_num_threads(threads)
     final = os.path.join(root, spec.name)
@@ -275,9 +275,6 @@ def ensure_models(specs, root: str, preset: str, overrides: dict | None = None, 
 
 
 def _load(path: str, family: str, device: str):
-    from ..baselines.parametric import ParametricForImageClassification
-    from ..modeling_spm import SPMForImageClassification
-
     cls = SPMForImageClassification if family == "spm" else ParametricForImageClassification
     return cls.from_pretrained(path).to(device).eval()
 
@@ -293,8 +290,6 @@ class _Splits:
     original SPM's processor for the parametric unlearning methods) and labels, and the probe's rows."""
 
     def __init__(self, preset: str, overrides: dict | None, scenario: Scenario, processor):
-        from ..data import as_uint8_tensors, label_names, load_image_dataset
-
         settings = _preset(preset, overrides)
         data = load_image_dataset(settings.dataset, image_column=settings.image_column,
                                   label_column=settings.label_column)
@@ -391,8 +386,6 @@ def run_scenario(preset: str, scenario_name: str, output_dir: str, cache_dir: st
                  overrides: dict | None = None, methods=None, workers: int = 1, device: str | None = None,
                  show_progress: bool = True) -> dict:
     """Train/load every model of one scenario, unlearn with each method, evaluate, write the report."""
-    from ..baselines.unlearning import DEFAULTS, UNLEARNING_METHODS
-
     if scenario_name not in SCENARIOS:
         raise ValueError(f"unknown scenario {scenario_name!r}; choose from {sorted(SCENARIOS)}")
     methods = list(UNLEARNING_METHODS) if methods is None else list(methods)
@@ -672,8 +665,6 @@ def _scenario_names(scenarios) -> list[str]:
 def train_benchmark_models(preset: str, scenarios, cache_dir: str = "outputs/benchmark-cache",
                            overrides: dict | None = None, workers: int = 1, show_progress: bool = True) -> str:
     """Train (or find cached) every model the scenarios need; returns the cache folder."""
-    from ..data import label_names, load_image_dataset
-
     settings = _preset(preset, overrides)  # fail on a bad preset before any work
     # ... and on a class scenario the dataset lacks (the class scenarios name CIFAR-10 classes)
     names = label_names(load_image_dataset(settings.dataset, splits=("train",), image_column=settings.image_column,

@@ -102,7 +102,8 @@ def core_mask(
             raise ValueError("core_exclude_classes needs the rows' labels and the class names")
         unknown = [c for c in exclude_classes if c not in label_names]
         if unknown:
-            raise ValueError(f"core_exclude_classes {unknown} are not classes of the dataset; choose from {list(label_names)}")
+            raise ValueError(f"core_exclude_classes {unknown} are not classes of the dataset; "
+                             f"choose from {list(label_names)}")
         excluded = torch.tensor([label_names.index(c) for c in exclude_classes])
         mask &= ~torch.isin(torch.as_tensor(labels), excluded)
     if not mask.any():
