@@ -6,22 +6,18 @@ import os
 import subprocess
 import sys
 import threading
-import time
 
-import numpy as np
 import pytest
 import torch
-from conftest import CLASSES, make_config, make_memory
+from conftest import make_config, make_memory
 
 from spm_hf import SPMForImageClassification
 from spm_hf.ledger import LEDGER_KEY_ENV, LedgerKey, LedgerKeyError
 from spm_hf.memory import (
     MEMORY_CONFIG_NAME,
-    MEMORY_WEIGHTS_NAME,
     MemoryIntegrityError,
     MemoryListener,
     MemoryShapeError,
-    ReingestionError,
     SampleMemory,
     UnknownClassError,
     UnknownKeyError,
