@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from spm_hf import ForgetRequestError, SampleMemory, SPMForImageClassification
+from spm_hf import ForgetRequestError, SPMForImageClassification
 from spm_hf.generation import ForgottenClassWarning, ImageSampleMemory, SPMDiffusionPipeline
 from spm_hf.image_processing_spm import images_to_tensor
 
@@ -112,12 +112,6 @@ def load_models(classifier: str, generator: str, device: str | None = None) -> M
     return Models(clf, pipe, device)
 
 
-def clone_memory(memory: SampleMemory) -> SampleMemory:
-    """An independent copy of `memory`. Its listeners (a support cache, a faiss index) stay with the
-    original: the copy starts with none, and builds its own when first used."""
-    return memory.copy()
-
-
 class Session:
     """One visitor's models: the shared weights with this session's own copies of both memories.
 
@@ -138,8 +132,8 @@ class Session:
         start = time.perf_counter()
         self.classifier = copy.copy(classifier)  # shares every module and parameter
         self.classifier.memory = None
-        self.classifier.set_memory(clone_memory(classifier.memory))
-        memory = ImageSampleMemory.from_sample_memory(clone_memory(pipe.memory.sample_memory)).to(self.models.device)
+        self.classifier.set_memory(classifier.memory.copy())  # listeners stay with the original
+        memory = ImageSampleMemory.from_sample_memory(pipe.memory.sample_memory.copy()).to(self.models.device)
         scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config)  # schedulers keep per-call state
         self.pipe = SPMDiffusionPipeline(unet=pipe.unet, scheduler=scheduler, memory=memory)
         self.pipe.set_progress_bar_config(disable=True)

@@ -517,7 +517,7 @@ def main(argv=None) -> int:
         spm_files.write_atomic(os.path.join(args.out, "fault_injection.md"), text + "\n")
         spm_files.write_json(os.path.join(args.out, "fault_injection.json"), {
             "machine": machine(), "scale": args.scale,
-            "kills": [{k: v for k, v in vars(c).items()} for c in kills],
+            "kills": [vars(c) for c in kills],
             "races": [vars(c) for c in race_counts],
         })
     ok = all(c.ok for c in kills) and not any(c.lost_deletions or c.unloadable for c in race_counts)

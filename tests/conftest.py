@@ -59,6 +59,11 @@ def memory() -> SampleMemory:
 
 @pytest.fixture
 def model() -> SPMForImageClassification:
+    return make_model()
+
+
+def make_model() -> SPMForImageClassification:
+    """The tiny classifier of the `model` fixture (seed 0, `make_memory()` attached), in eval mode."""
     torch.manual_seed(0)
     m = SPMForImageClassification(make_config()).eval()
     m.set_memory(make_memory())

@@ -13,9 +13,8 @@ import threading
 import time
 
 import pytest
-import torch
 
-from conftest import make_config, make_memory
+from conftest import make_memory, make_model
 from spm_hf import SampleMemory, SPMForImageClassification
 from spm_hf.files import atomic_directory, folder_lock
 from spm_hf.hub import FolderChangedError
@@ -61,11 +60,7 @@ def test_two_writers_forgetting_different_classes_lose_no_deletion(kind, tmp_pat
 
 
 # ---------------------------------------------------------------------- in-process checks
-def make_classifier():
-    torch.manual_seed(0)
-    model = SPMForImageClassification(make_config()).eval()
-    model.set_memory(make_memory())
-    return model
+make_classifier = make_model  # conftest's tiny classifier
 
 
 def test_a_save_refuses_when_the_folder_changed_since_it_was_loaded(tmp_path):

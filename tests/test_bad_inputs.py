@@ -178,8 +178,8 @@ def _processor_cases():
 
 
 @pytest.mark.parametrize("name, call, error, fragments", _processor_cases(), ids=[c[0] for c in _processor_cases()])
-def test_bad_image_processing_inputs_are_refused(model, name, call, error, fragments):
-    assert_refused(call, error, fragments, model.memory.digest)
+def test_bad_image_processing_inputs_are_refused(name, call, error, fragments):
+    assert_refused(call, error, fragments, lambda: None)  # no memory is involved: only type, message
 
 
 def test_good_images_still_convert():

@@ -20,32 +20,26 @@ CLASSIFIER_PRESET_NAMES = ("tiny", "quick", "cifar10-cpu", "mnist", "cifar10-pap
 GENERATOR_PRESET_NAMES = ("gen-tiny", "gen-mnist-cpu", "gen-cifar10-cpu", "gen-cifar10-paper")
 
 
+def _preset_overrides(args, flags: dict[str, str], switches: dict[str, tuple[str, object]] | None = None) -> dict:
+    """Preset field -> the value given on the command line (None when the flag was not given), read through
+    the presets module's own field -> flag tables, the ones `reproduce_command` writes the command from."""
+    overrides = {}
+    for field_name, flag in flags.items():
+        value = getattr(args, flag[2:].replace("-", "_"))
+        overrides[field_name] = tuple(value) if isinstance(value, list) else value
+    for field_name, (flag, value) in (switches or {}).items():
+        overrides[field_name] = value if getattr(args, flag[2:].replace("-", "_")) else None
+    return overrides
+
+
 def _cmd_train_classifier(args) -> int:
     from .training.classifier_presets import get_preset
 
     get_preset(args.preset)  # an unknown name fails here, before the training imports
     from .training.classifier import train_classifier
+    from .training.classifier_presets import COMMAND_LINE_FIELDS, COMMAND_LINE_SWITCHES
 
-    overrides = {
-        "dataset": args.dataset,
-        "image_column": args.image_column,
-        "label_column": args.label_column,
-        "epochs": args.epochs,
-        "max_train_samples": args.max_train_samples,
-        "max_test_samples": args.max_test_samples,
-        "support": args.support,
-        "support_size": args.support_size,
-        "seed": args.seed,
-        "batch_size": args.batch_size,
-        "encoder": args.encoder,
-        "backbone": args.backbone,
-        "use_pretrained_backbone": False if args.no_pretrained_backbone else None,
-        "freeze_encoder": True if args.freeze_encoder else None,
-        "fusion": args.fusion,
-        "core_fraction": args.core_fraction,
-        "core_seed": args.core_seed,
-        "core_ids": args.core_ids,
-    }
+    overrides = _preset_overrides(args, COMMAND_LINE_FIELDS, COMMAND_LINE_SWITCHES)
     summary = train_classifier(
         args.preset, args.output_dir, parametric=args.parametric, resume=args.resume,
         command=_command_line(args), **overrides
@@ -234,24 +228,9 @@ def _cmd_train_generator(args) -> int:
 
     get_generator_preset(args.preset)  # an unknown name fails here, before the training imports
     from .training.generator import train_generator
+    from .training.generator_presets import COMMAND_LINE_FIELDS
 
-    overrides = {
-        "dataset": args.dataset,
-        "image_column": args.image_column,
-        "label_column": args.label_column,
-        "max_steps": args.max_steps,
-        "max_minutes": args.max_minutes,
-        "batch_size": args.batch_size,
-        "support_size": args.support_size,
-        "learning_rate": args.learning_rate,
-        "warmup_steps": args.warmup_steps,
-        "eval_every": args.eval_every,
-        "checkpoint_every": args.checkpoint_every,
-        "train_limit": args.max_train_samples,
-        "seed": args.seed,
-        "mixed_precision": args.mixed_precision,
-        "exclude_classes": tuple(args.exclude_classes) if args.exclude_classes else None,
-    }
+    overrides = _preset_overrides(args, COMMAND_LINE_FIELDS)
     resume = args.resume
     if resume == "":
         resume = "latest"

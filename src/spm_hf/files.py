@@ -297,10 +297,22 @@ def _inside_staging(path: str) -> bool:
         return any(path == s or path.startswith(s + os.sep) for s in _staging)
 
 
+def hub_cache_location(path) -> tuple[str, str, str] | None:
+    """`(repo folder .../models--org--name, "org/name", commit)` when `path` is a snapshot folder of the
+    Hugging Face cache (`.../models--org--name/snapshots/<commit>`) or a folder inside one; else None."""
+    parts = os.path.abspath(os.fspath(path)).split(os.sep)
+    for i in range(len(parts) - 2, 0, -1):
+        if parts[i] == "snapshots" and parts[i - 1].startswith("models--") and _COMMIT.fullmatch(parts[i + 1]):
+            return os.sep.join(parts[:i]) or os.sep, parts[i - 1][len("models--"):].replace("--", "/"), parts[i + 1]
+    return None
+
+
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+
+
 def _is_hub_cache_snapshot(path: str) -> bool:
-    """A `.../models--org--name/snapshots/<commit>` folder of the Hugging Face cache (not ours to lock)."""
-    parent = os.path.dirname(path)
-    return os.path.basename(parent) == "snapshots" and "--" in os.path.basename(os.path.dirname(parent))
+    """A folder of the Hugging Face cache (a snapshot or a folder inside one): not ours to lock."""
+    return hub_cache_location(path) is not None
 
 
 @contextlib.contextmanager

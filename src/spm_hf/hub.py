@@ -69,7 +69,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .files import atomic_directory, write_atomic, write_json
+from .files import atomic_directory, hub_cache_location, write_atomic, write_json
 from .memory import MEMORY_CONFIG_NAME
 
 
@@ -580,28 +580,19 @@ class LocalCacheReport:
 
 def _cache_repo_folder(snapshot_folder: str) -> str | None:
     """`.../models--org--name` for a folder inside one of its snapshots, else None."""
-    parts = Path(os.path.abspath(snapshot_folder)).parts
-    for i in range(len(parts) - 2, 0, -1):
-        if parts[i] == "snapshots" and parts[i - 1].startswith("models--"):
-            return str(Path(*parts[:i]))
-    return None
+    location = hub_cache_location(snapshot_folder)
+    return None if location is None else location[0]
 
 
 def purge_cached_repo(snapshot_folder: str) -> list[str]:
-    """Delete every cached revision of the repo whose snapshot holds `snapshot_folder` (blobs, snapshots and
-    refs, through huggingface_hub's own cache API); returns the deleted commit hashes."""
-    from huggingface_hub import scan_cache_dir
-
+    """Delete the cached repo whose snapshot holds `snapshot_folder`, every revision of it (blobs, snapshots,
+    refs); returns the deleted commit hashes."""
     repo_folder = _cache_repo_folder(snapshot_folder)
     if repo_folder is None or not os.path.isdir(repo_folder):
         return []
-    info = scan_cache_dir(os.path.dirname(repo_folder))
-    hashes = [rev.commit_hash for repo in info.repos if os.path.realpath(repo.repo_path) == os.path.realpath(repo_folder)
-              for rev in repo.revisions]
-    if hashes:
-        info.delete_revisions(*hashes).execute()
-    if os.path.isdir(repo_folder):  # refs and locks of a repo with no revision left
-        shutil.rmtree(repo_folder, ignore_errors=True)
+    snapshots = os.path.join(repo_folder, "snapshots")
+    hashes = sorted(os.listdir(snapshots)) if os.path.isdir(snapshots) else []
+    shutil.rmtree(repo_folder)
     return hashes
 
 
@@ -1013,20 +1004,17 @@ class HubOrigin:
     branches: frozenset = frozenset()
 
 
-_COMMIT = re.compile(r"[0-9a-f]{40}")
-
-
 def hub_origin(folder) -> HubOrigin | None:
     """The Hub commit that a folder of the Hugging Face cache holds (`.../models--org--name/snapshots/<commit>`,
     or a subfolder of one), with the branches the cache says point at it; None for any other folder."""
-    parts = Path(os.path.abspath(os.fspath(folder))).parts
-    for i in range(len(parts) - 2, 0, -1):
-        if parts[i] == "snapshots" and parts[i - 1].startswith("models--") and _COMMIT.fullmatch(parts[i + 1]):
-            commit, refs = parts[i + 1], Path(*parts[:i], "refs")
-            branches = {ref.relative_to(refs).as_posix() for ref in refs.rglob("*")
-                        if ref.is_file() and ref.read_text().strip() == commit} if refs.is_dir() else set()
-            return HubOrigin(parts[i - 1][len("models--"):].replace("--", "/"), commit, frozenset(branches))
-    return None
+    location = hub_cache_location(folder)
+    if location is None:
+        return None
+    repo_folder, repo_id, commit = location
+    refs = Path(repo_folder, "refs")
+    branches = {ref.relative_to(refs).as_posix() for ref in refs.rglob("*")
+                if ref.is_file() and ref.read_text().strip() == commit} if refs.is_dir() else set()
+    return HubOrigin(repo_id, commit, frozenset(branches))
 
 
 def saved_memory_digest(folder) -> str | None:

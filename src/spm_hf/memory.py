@@ -209,6 +209,7 @@ class SampleMemory:
         self.ledger: list[dict] = []
         self._lock = threading.RLock()
         self._forgotten_by_key: dict[str, set[str]] = {}  # key id (or "salt:<salt>") -> hashes
+        self._event_keys: dict[str, LedgerKey] = {}  # ledger keys of other events, found in the key store
         self._next_key = 0
         self._init_storage(0, torch.device("cpu"))
 
@@ -315,7 +316,7 @@ class SampleMemory:
         """`(values (*keys.shape, *value_shape), labels keys.shape)` of the samples with these keys."""
         with self._lock:
             rows = torch.from_numpy(self._rows_of_keys(keys)).to(self.device)
-            return self._values[rows].clone(), self._labels[rows].clone()
+            return self._values[rows], self._labels[rows]  # indexing with a tensor copies
 
     def ids_of(self, keys: torch.Tensor | Sequence[int]) -> list[str]:
         """The sample ids of these keys (flattened, in order)."""
@@ -406,6 +407,7 @@ class SampleMemory:
             other._next_key = self._next_key
             other.ledger = json.loads(json.dumps(self.ledger))
             other._forgotten_by_key = {k: set(v) for k, v in self._forgotten_by_key.items()}
+            other._event_keys = dict(self._event_keys)
             return other
 
     def __deepcopy__(self, memo) -> SampleMemory:
@@ -569,11 +571,18 @@ class SampleMemory:
             key = self.ledger_key
             id_hashes = [key.hash_id(i) for i in ids]
             if not allow_reingest and self.ledger:
-                again = self._forgotten_among(ids, id_hashes)
-                if again:
+                found, missing = self._ledger_lookup(ids, id_hashes)
+                if found:
+                    again = [i for i in ids if i in found]
                     raise ReingestionError(
                         f"{len(again)} ids were forgotten earlier (the ledger holds their hashes), e.g. "
                         f"{again[:3]}; pass allow_reingest=True to add them back deliberately"
+                    )
+                if missing:
+                    raise LedgerKeyError(
+                        f"the ledger holds forget events hashed under keys {missing}, which this user does not "
+                        "hold, so re-ingestion of a forgotten id cannot be ruled out; set SPM_HF_LEDGER_KEY to "
+                        "that key, or pass allow_reingest=True"
                     )
             if _keys is None:
                 keys = np.arange(self._next_key, self._next_key + n, dtype=np.int64)
@@ -664,16 +673,13 @@ class SampleMemory:
                 for c in class_idx:
                     mask |= labels == c
             if id_list:
-                unknown, id_rows = [], []
                 row_of = self._row_index()
-                for sample_id in id_list:
-                    row = row_of.get(sample_id)
-                    if row is not None:
-                        id_rows.append(row)
-                    elif self._forgotten_among([sample_id], None, missing_key_ok=True):
-                        already += 1
-                    else:
-                        unknown.append(sample_id)
+                id_rows = [row_of[i] for i in id_list if i in row_of]
+                absent = [i for i in id_list if i not in row_of]
+                # one ledger lookup for all absent ids: an id forgotten earlier is a no-op, not an error
+                forgotten = self._ledger_lookup(absent)[0] if absent else set()
+                already = sum(i in forgotten for i in absent)
+                unknown = [i for i in absent if i not in forgotten]
                 if unknown:
                     raise UnknownIdError(
                         f"{len(unknown)} ids are not in memory and were never forgotten from it, e.g. {unknown[:5]}"
@@ -804,33 +810,38 @@ class SampleMemory:
             listener.on_delete(self, removed_keys)
         return hashes, removed_flags, per_class
 
-    def _forgotten_among(self, ids: list[str], current_hashes: list[str] | None,
-                         missing_key_ok: bool = False) -> list[str]:
-        """The ids of `ids` that the ledger shows as forgotten. Raises `LedgerKeyError` if an event was
-        hashed under a key this user does not hold (so the answer cannot be known), unless
-        `missing_key_ok`."""
+    def _event_key(self, key_id: str) -> LedgerKey | None:
+        """The key a ledger event was hashed under, if this user holds it (looked up once, then kept)."""
+        if self._key is not None and self._key.key_id == key_id:
+            return self._key
+        if key_id not in self._event_keys:
+            key = LedgerKey.find(key_id)
+            if key is None:
+                return None  # not cached: the key may be installed later in this process
+            self._event_keys[key_id] = key
+        return self._event_keys[key_id]
+
+    def _ledger_lookup(self, ids: list[str], current_hashes: list[str] | None = None) -> tuple[set[str], list[str]]:
+        """`(the ids of ids the ledger shows as forgotten, the key ids of events whose key this user does not
+        hold)`: for those events the answer cannot be known. `current_hashes` are the ids' hashes under this
+        memory's own key, when the caller has them already."""
         found: set[str] = set()
+        missing: list[str] = []
         for key_id, hashes in self._forgotten_by_key.items():
             if not hashes:
                 continue
-            if key_id.startswith("salt:"):
+            if key_id.startswith("salt:"):  # a format-1 event: salted SHA-256
                 salt = key_id[5:]
                 found.update(i for i in ids if _legacy_hash_id(i, salt) in hashes)
                 continue
-            if current_hashes is not None and self._key is not None and key_id == self._key.key_id:
-                found.update(i for i, h in zip(ids, current_hashes) if h in hashes)
-                continue
-            key = self._key if self._key is not None and self._key.key_id == key_id else LedgerKey.find(key_id)
+            key = self._event_key(key_id)
             if key is None:
-                if missing_key_ok:
-                    continue
-                raise LedgerKeyError(
-                    f"the ledger holds forget events hashed under key {key_id}, which this user does not hold, so "
-                    f"re-ingestion of a forgotten id cannot be ruled out; set {'SPM_HF_LEDGER_KEY'} to that key, or "
-                    "pass allow_reingest=True"
-                )
-            found.update(i for i in ids if key.hash_id(i) in hashes)
-        return [i for i in ids if i in found]
+                missing.append(key_id)
+            elif current_hashes is not None and key is self._key:
+                found.update(i for i, h in zip(ids, current_hashes) if h in hashes)
+            else:
+                found.update(i for i in ids if key.hash_id(i) in hashes)
+        return found, missing
 
     def is_forgotten(self, sample_id: str) -> bool:
         """True if the ledger shows `sample_id` as forgotten. Needs the ledger key the event was hashed
@@ -838,11 +849,9 @@ class SampleMemory:
         found under the keys at hand."""
         sample_id = _as_id_list([sample_id], "sample_id")[0]
         with self._lock:
-            if self._forgotten_among([sample_id], None, missing_key_ok=True):
+            found, missing = self._ledger_lookup([sample_id])
+            if found:
                 return True
-            missing = [k for k, h in self._forgotten_by_key.items()
-                       if h and not k.startswith("salt:") and LedgerKey.find(k) is None
-                       and not (self._key is not None and self._key.key_id == k)]
             if missing:
                 raise LedgerKeyError(
                     f"cannot tell: forget events were hashed under keys {missing} that this user does not hold"
@@ -1017,17 +1026,18 @@ class SampleMemory:
                     + values.pow(2).sum(1).unsqueeze(0)
                 )
                 dist, rows = torch.topk(d2, k, dim=1, largest=False, sorted=True)
-                rows_cpu = rows.cpu().numpy()
-                keys = torch.from_numpy(self._keys[rows_cpu]).to(queries.device)
+                # keys live in a numpy array: one copy of the (B, k) rows to the CPU and the keys back
+                keys = torch.from_numpy(self._keys[rows.cpu().numpy()]).to(queries.device)
+                rows = rows.to(self.device)
             else:
                 index = self._faiss_index()
                 dist_np, keys_np = index.search(queries.detach().float().cpu().contiguous().numpy(), k)
                 dist, keys = torch.from_numpy(dist_np).to(queries.device), torch.from_numpy(keys_np).to(queries.device)
-                rows_cpu = self._rows_of_keys(keys_np)
+                rows = torch.from_numpy(self._rows_of_keys(keys_np)).to(self.device)
             if not with_values:
                 return Neighbours(dist, keys, None, None)
-            rows_dev = torch.from_numpy(rows_cpu).to(self.device)
-            return Neighbours(dist, keys, self._values[rows_dev].clone(), self._labels[rows_dev].clone())
+            # advanced indexing copies: the result does not change when a later forget moves rows
+            return Neighbours(dist, keys, self._values[rows], self._labels[rows])
 
     def _faiss_index(self) -> FaissNeighborIndex:
         for listener in self._listeners:

@@ -508,8 +508,8 @@ class SPMForImageClassification(SPMHubMixin, SPMPreTrainedModel):
                 f"image_size={config.image_size}), got {shape}; {hint}"
             )
         if not torch.compiler.is_compiling():
-            bad = int((~torch.isfinite(pixel_values)).sum())
-            if bad:
+            if not bool(torch.isfinite(pixel_values).all()):
+                bad = int((~torch.isfinite(pixel_values)).sum())
                 raise ValueError(f"{name} holds {bad} NaN or infinite values; pixel values must be finite")
         return shape[0]
 
@@ -522,10 +522,10 @@ class SPMForImageClassification(SPMHubMixin, SPMPreTrainedModel):
         if tuple(labels.shape) != (length,):
             raise ValueError(f"{name} must have shape ({length},), one class index per image, "
                              f"got {tuple(labels.shape)}")
-        out_of_range = labels[(labels < 0) | (labels >= num_classes)]
-        if out_of_range.numel():
+        outside = (labels < 0) | (labels >= num_classes)
+        if bool(outside.any()):  # one reduction; the offending values are gathered only to say them
             raise ValueError(
-                f"{name} must be class indices 0..{num_classes - 1}, got {sorted(set(out_of_range.tolist()))[:10]}"
+                f"{name} must be class indices 0..{num_classes - 1}, got {sorted(set(labels[outside].tolist()))[:10]}"
             )
 
     def _check_forward_inputs(self, pixel_values, labels, support_pixel_values, support_labels, support_embeddings,
@@ -628,8 +628,6 @@ class SPMForImageClassification(SPMHubMixin, SPMPreTrainedModel):
         num_classes = self.config.num_labels
         neighbor_keys = logits = None
         if support_pixel_values is not None:
-            if support_labels is None:
-                raise ValueError("support_pixel_values needs support_labels")
             # One encoder call for queries and support: one set of BatchNorm statistics per step.
             both = self.encoder(torch.cat([pixel_values, support_pixel_values]))
             embeddings, support = both[: pixel_values.shape[0]], both[pixel_values.shape[0] :]
@@ -637,12 +635,8 @@ class SPMForImageClassification(SPMHubMixin, SPMPreTrainedModel):
         else:
             embeddings = self.encoder(pixel_values)
             if support_embeddings is not None:
-                if support_labels is None:
-                    raise ValueError("support_embeddings needs support_labels")
                 prototypes, present = class_prototypes(support_embeddings, support_labels, num_classes)
             elif leave_one_out:
-                if labels is None:
-                    raise ValueError("leave_one_out=True needs labels")
                 prototypes, present = leave_one_out_prototypes(embeddings, labels, num_classes)
             else:
                 logits, neighbor_keys = self._memory_log_probs(embeddings)

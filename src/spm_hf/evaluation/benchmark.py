@@ -41,6 +41,7 @@ rerun only unlearns and evaluates.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -59,6 +60,7 @@ from ..files import write_atomic, write_figure, write_json
 from ..image_processing_spm import normalize_uint8
 from ..modeling_spm import SPMForImageClassification
 from ..training.classifier import get_preset, train_classifier
+from ..training.classifier_presets import ClassifierPreset
 from ..training.core_split import core_mask
 from .metrics import avg_gap, per_split_gap, predict_logprobs, prediction_gap, unlearning_metrics
 
@@ -185,11 +187,13 @@ def _preset(preset: str, overrides: dict | None):
     return get_preset(preset, **(overrides or {}))
 
 
-_FIELDS_COUNTED_WHEN_SET = {
-    "image_column": None, "label_column": None, "backbone": None, "use_pretrained_backbone": True,
-    "freeze_encoder": False, "fusion": "relation", "fusion_temperature": 0.1, "knn_aggregation": "neighbour_softmax",
-    "core_fraction": None, "core_seed": 0, "core_ids": None, "core_exclude_classes": None,
-}
+# Preset fields added after benchmark caches existed: left at their dataclass default they stay out of the
+# cache digest, so a cache made before the field existed keeps its name.
+_FIELDS_COUNTED_WHEN_SET = (
+    "image_column", "label_column", "backbone", "use_pretrained_backbone", "freeze_encoder", "fusion",
+    "fusion_temperature", "knn_aggregation", "core_fraction", "core_seed", "core_ids", "core_exclude_classes",
+    "mixed_precision",
+)
 
 
 def cache_root(cache_dir: str, preset: str, overrides: dict | None = None) -> str:
@@ -197,8 +201,9 @@ def cache_root(cache_dir: str, preset: str, overrides: dict | None = None) -> st
     settings = asdict(replace(_preset(preset, overrides), seed=0))
     # Fields added to ClassifierPreset after models were cached count only when set, so that the caches of
     # runs that predate them stay valid. (The core split of a model is in its folder name, `ModelSpec.name`.)
-    for name, default in _FIELDS_COUNTED_WHEN_SET.items():
-        if settings.get(name) == default:
+    defaults = {f.name: f.default for f in dataclasses.fields(ClassifierPreset)}
+    for name in _FIELDS_COUNTED_WHEN_SET:
+        if settings.get(name) == defaults[name]:
             del settings[name]
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
     return os.path.join(cache_dir, f"{preset}-{digest}")

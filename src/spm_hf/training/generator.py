@@ -54,14 +54,6 @@ from .episodic import EpisodicSupportSampler
 from .generator_presets import GENERATOR_PRESETS, GeneratorTrainingConfig, get_generator_preset, reproduce_command
 
 
-def load_training_data(dataset: str, limit: int | None = None, image_column: str | None = None,
-                       label_column: str | None = None):
-    """(images uint8 (N, C, H, W), labels, ids, label_names) of a dataset's train split."""
-    ds = load_image_dataset(dataset, splits=("train",), image_column=image_column, label_column=label_column)
-    images, labels, ids = as_uint8_tensors(ds["train"], limit=limit)
-    return images, labels, ids, label_names(ds)
-
-
 # ---------------------------------------------------------------------- checkpoint state (no pickle)
 class _TrainState:
     """Step counter, epoch permutation and every generator: everything `resume` needs besides weights."""
@@ -501,6 +493,5 @@ __all__ = [
     "exemplar_loss",
     "get_generator_preset",
     "latest_checkpoint",
-    "load_training_data",
     "train_generator",
 ]
