@@ -213,3 +213,43 @@ def test_memory_only_deletion_equals_its_oracle_beside_the_trained_on_rows(memor
     assert report["checks"]["probe_forget"]["Parametric: FT"] == by["Parametric: FT"]["probe"]["forget"]
     table = (root / "out" / "memory-only-random-10" / "results.md").read_text()
     assert "weights bitwise equal True, memory digest equal True" in table and "probe forget / reference" in table
+
+
+def test_a_run_may_keep_the_core_family_alone_and_the_oracle_seed_alone():
+    names = [s.name for s in required_models(["unseen-cat"], families=["spm-core"], oracle_seeds=[0])]
+    assert names == ["spm-core-unseen-cat-original-seed0", "spm-core-unseen-cat-retrain-seed0"]
+    names = [s.name for s in required_models(["cat"], families=["parametric", "spm"], oracle_seeds=[1, 0])]
+    assert names == ["spm-original-seed0", "parametric-original-seed0", "spm-retrain-cat-seed0",
+                     "parametric-retrain-cat-seed0", "spm-retrain-cat-seed1", "parametric-retrain-cat-seed1"]
+    assert required_models(["cat"]) == required_models(["cat"], families=["spm-core", "spm", "parametric"])
+    with pytest.raises(ValueError, match=r"unknown model families \['spm-cor'\]"):
+        required_models(["cat"], families=["spm-cor"])
+    with pytest.raises(ValueError, match="must include 0"):
+        required_models(["cat"], oracle_seeds=[1])
+    with pytest.raises(ValueError, match=r"scenarios \['cat'\] have no core split"):
+        required_models(["cat", "unseen-cat"], families=["spm-core"])
+
+
+def test_core_family_alone_on_the_cached_models_reports_exactness_without_the_others(memory_only_run, capsys):
+    _, root = memory_only_run
+    out = root / "core-only"
+    argv = ["benchmark", "unlearning", "--preset", "tiny", "--scenario", "memory-only-random-10",
+            "--families", "spm-core", "--oracle-seeds", "0", "--epochs", "1", "--max-train-samples", "200",
+            "--max-test-samples", "60", "--output-dir", str(out), "--cache-dir", str(root / "cache"), "--no-progress"]
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert "training" not in capsys.readouterr().out  # every model it needs was cached by the full run
+    report = json.loads((out / "memory-only-random-10" / "results.json").read_text())
+    assert [r["method"] for r in report["rows"]] == [
+        "SPM core 50 %: no unlearning", "SPM core 50 %: delete from memory (memory-only)",
+        "SPM core 50 %: retrain (oracle, seed 0)"]
+    assert report["families"] == ["spm-core"] and report["oracle_seeds"] == [0]
+    checks = report["checks"]
+    assert checks["core_exact"] and checks["core_gap"] == 0.0 and checks["core_avg_gap"] == 0.0
+    assert not {"spm_gap", "spm_seed_gap", "parametric_seed_gap", "core_seed_gap", "best_parametric_gap"} & set(checks)
+    table = (out / "memory-only-random-10" / "results.md").read_text()
+    assert "No seed-1 oracle in this run" in table and "weights bitwise equal True" in table
+    assert (out / "memory-only-random-10" / "gap_vs_time.png").stat().st_size > 0
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv[:4] + ["--scenario", "cat", "--families", "spm-core", "--output-dir", str(out)])
+    assert exit_info.value.code == 2 and "no core split" in str(exit_info.value.__cause__)

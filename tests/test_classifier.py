@@ -304,3 +304,18 @@ def test_trust_remote_code_loads_where_spm_hf_is_not_importable(model, images, t
     assert payload["n"] == 48
     assert_same_logprobs(torch.tensor(payload["logits"]), expected)
     assert all(label in CLASSES for label in payload["labels"])
+
+
+def test_a_rows_memory_value_does_not_depend_on_which_other_rows_share_its_batch():
+    # Exact forgetting compares a memory with one built without the forgotten rows: the remaining rows must
+    # encode to the same bits. oneDNN picks kernels by batch size (a batch of 1 differs from a batch of 4 in
+    # the last bits), so build_memory pads a short final batch to the full size.
+    torch.manual_seed(0)
+    model = SPMForImageClassification(make_config(encoder="resnet-small")).eval()
+    processor = make_image_processor()
+    ds = _tiny_dataset(n=9)  # batches of 4: [4, 4, 1]
+    full = model.build_memory(ds, image_processor=processor, batch_size=4, show_progress=False)
+    kept = [0, 1, 3, 5, 6, 8]  # batches [4, 2]: row 8 moves from a batch of 1 into one of 2
+    part = model.build_memory(ds.select(kept), image_processor=processor, batch_size=4, show_progress=False)
+    assert part.ids == [full.ids[i] for i in kept]
+    assert torch.equal(part.values, full.values[kept])

@@ -185,12 +185,14 @@ def _cmd_benchmark_unlearning(args) -> int:
                                    "max_test_samples": args.max_test_samples}.items() if v is not None} or None
     if args.train_only:
         root = train_benchmark_models(args.preset, args.scenario, args.cache_dir, overrides, args.workers,
-                                      show_progress=not args.no_progress)
+                                      show_progress=not args.no_progress, families=args.families,
+                                      oracle_seeds=args.oracle_seeds)
         print(f"models cached in {root}")
         return 0
     reports = run_unlearning_benchmark(args.preset, args.scenario, args.output_dir, cache_dir=args.cache_dir,
                                        overrides=overrides, methods=args.methods, workers=args.workers,
-                                       device=args.device, show_progress=not args.no_progress)
+                                       device=args.device, show_progress=not args.no_progress,
+                                       families=args.families, oracle_seeds=args.oracle_seeds)
     for name in reports:
         print(f"wrote {os.path.join(args.output_dir, name)}/results.json, results.md, gap_vs_time.png")
     return 0
@@ -429,7 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("benchmark", help="benchmarks: `benchmark unlearning`")
     bench = p.add_subparsers(dest="benchmark", required=True)
     p = bench.add_parser("unlearning", help="SPM deletion vs retraining vs parametric unlearning (UA/RA/TA/MIA, gaps, time)")
-    p.add_argument("--preset", default="tiny", help="a classifier preset: tiny | quick | cifar10-cpu | cifar10-paper")
+    p.add_argument("--preset", default="tiny", help="a classifier preset: tiny | quick | mnist | cifar10-cpu | cifar10-paper")
     _add_dataset_arguments(p)
     p.add_argument("--scenario", nargs="+", default=["cat"],
                    help="cat | five-classes | random-10 | random-50 | memory-only-random-10 | unseen-cat | all "
@@ -438,6 +440,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", default="outputs/benchmark")
     p.add_argument("--cache-dir", default="outputs/benchmark-cache", help="trained models are kept here")
     p.add_argument("--methods", nargs="+", help="parametric baselines (default: FT GA RL l1_sparse SalUn)")
+    p.add_argument("--families", nargs="+", metavar="FAMILY",
+                   help="model families to compare: spm-core (scenarios with a core) spm parametric (default: all); "
+                   "e.g. `--families spm-core` runs the core SPM, its deletion and its oracle alone")
+    p.add_argument("--oracle-seeds", nargs="+", type=int, metavar="SEED",
+                   help="seeds of the retrained oracles (default: 0 1); 0 is the oracle, a further seed adds the "
+                   "seed-gap floor")
     p.add_argument("--workers", type=int, default=1, help="models trained at once (GPU / many cores)")
     p.add_argument("--device", help="cuda | cpu (default: cuda if available)")
     p.add_argument("--epochs", type=float, help="override the preset's training epochs")

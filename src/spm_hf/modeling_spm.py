@@ -479,10 +479,23 @@ class SPMForImageClassification(SPMHubMixin, SPMPreTrainedModel):
                     f"{i:05d}" for i in range(start, start + len(images))
                 ]
                 flags = trained_on if isinstance(trained_on, bool) else trained_on[start : start + len(ids)]
-                memory.add(ids, batch[label_column], self.encode(pixel_values).cpu(), trained_on=flags)
+                memory.add(ids, batch[label_column], self._encode_padded(pixel_values, batch_size), trained_on=flags)
                 bar.update(len(ids))
         self.set_memory(memory)
         return memory
+
+    def _encode_padded(self, pixel_values: torch.Tensor, batch_size: int) -> torch.Tensor:
+        """(n, C, H, W) -> (n, D) on the CPU, the encoder always called on `batch_size` rows: a short final
+        batch is padded with repeats of its own rows. oneDNN chooses its kernels by batch size, so a row
+        encoded in a batch of 1 can differ in the last bits from the same row in a batch of 4; the padding
+        makes a row's value independent of how many rows the memory has, which exact forgetting needs (a
+        memory built without the forgotten rows holds the same bits for every other row). Zero rows would
+        not do: in a test they too changed a real row's last bits."""
+        n = pixel_values.shape[0]
+        if 0 < n < batch_size:
+            repeats = torch.arange(batch_size - n, device=pixel_values.device) % n
+            pixel_values = torch.cat([pixel_values, pixel_values[repeats]])
+        return self.encode(pixel_values)[:n].cpu()
 
     # ------------------------------------------------------------------ forward
     def _check_pixel_values(self, name: str, pixel_values) -> int:
