@@ -186,6 +186,8 @@ def main(argv=None) -> dict:
     rows = []
     for fraction in args.cores:
         epochs = preset.epochs / fraction if args.equal_steps else preset.epochs
+        if float(epochs).is_integer():  # 11 / 1.0 trains what 11 trains: the same cache folder
+            epochs = int(epochs)
         folder = model_folder(args.cache_dir, replace(preset, epochs=epochs), fraction)
         print(f"core {fraction:g} ({epochs:g} epochs): {folder}", flush=True)
         model, summary = train_or_load(folder, args.preset, {**overrides, "epochs": epochs}, fraction, args.core_seed,
