@@ -101,12 +101,12 @@ def test_knn_mode_uses_each_querys_own_neighbourhood(images):
 
 @pytest.mark.parametrize("fusion", ["relation", "cosine_prototype"])
 def test_knn_neighbour_softmax_sums_each_classs_neighbours(images, fusion):
-    """The default `knn` reading: every neighbour is a prototype of its own; a class's probability is the sum
+    """`knn_aggregation="neighbour_softmax"`: every neighbour is a prototype of its own; a class's probability is the sum
     of the fusion's probabilities of its neighbours; a class with no neighbour has probability exactly 0."""
     torch.manual_seed(0)
-    model = SPMForImageClassification(make_config(memory_mode="knn", knn_k=7, fusion=fusion)).eval()
+    model = SPMForImageClassification(make_config(memory_mode="knn", knn_k=7, fusion=fusion,
+                                                  knn_aggregation="neighbour_softmax")).eval()
     model.set_memory(make_memory(n=80))
-    assert model.config.knn_aggregation == "neighbour_softmax"
     with torch.no_grad():
         out = model(images)
         for query in range(len(images)):
@@ -121,6 +121,31 @@ def test_knn_neighbour_softmax_sums_each_classs_neighbours(images, fusion):
             assert_same_logprobs(out.logits[query], expected)
         assert torch.allclose(out.logits.exp().sum(1), torch.ones(len(images)), atol=1e-5)
 
+
+
+@pytest.mark.parametrize("fusion", ["relation", "cosine_prototype"])
+def test_knn_default_reading_averages_the_neighbours_with_the_class_means(images, fusion):
+    """The default `knn` reading, `class_mean_mixture`: p = (p_class_mean + p_neighbour_softmax) / 2, so a class
+    with no neighbour keeps half its class-mean probability, and a forgotten class has probability exactly 0."""
+    torch.manual_seed(0)
+    model = SPMForImageClassification(make_config(memory_mode="knn", knn_k=3, fusion=fusion)).eval()
+    model.set_memory(make_memory(n=80))
+    assert model.config.knn_aggregation == "class_mean_mixture"
+    with torch.no_grad():
+        mixed = model(images).logits
+        model.config.memory_mode = "class_mean"
+        class_mean = model(images).logits
+        model.config.memory_mode, model.config.knn_aggregation = "knn", "neighbour_softmax"
+        local = model(images).logits
+    expected = torch.log((class_mean.exp() + local.exp()) / 2)
+    torch.testing.assert_close(mixed, expected, atol=1e-5, rtol=1e-5)
+    assert torch.isinf(local).any() and torch.isfinite(mixed).all()  # 3 neighbours miss some of the 5 classes
+    model.config.knn_aggregation = "class_mean_mixture"
+    model.forget(classes=[CLASSES[0]])
+    with torch.no_grad():
+        after = model(images).logits
+    assert torch.isneginf(after[:, 0]).all() and torch.isfinite(after[:, 1:]).all()
+    assert torch.allclose(after.exp().sum(1), torch.ones(len(images)), atol=1e-5)
 
 def test_cosine_prototype_fusion_has_no_parameter_and_a_fixed_temperature(images):
     torch.manual_seed(0)

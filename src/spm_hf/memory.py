@@ -38,6 +38,7 @@ classifier's remote code (transformers copies sibling modules imported with a si
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -1004,6 +1005,13 @@ class SampleMemory:
         `backend` is `"torch"` or `"faiss"` (extra `index`)."""
         neighbours = self.nearest(queries, k, backend=backend, with_values=False)
         return neighbours.distances, neighbours.keys
+
+    @contextlib.contextmanager
+    def reading(self):
+        """Hold the memory's lock across several reads (`with memory.reading(): ...`), so that a forget or an
+        add in another thread lands before all of them or after all of them, never in between."""
+        with self._lock:
+            yield self
 
     def nearest(self, queries: torch.Tensor, k: int, backend: str = "torch", with_values: bool = True) -> Neighbours:
         """The k nearest entries of each query with their values and labels, read under one lock (so a

@@ -54,7 +54,7 @@ class ClassifierPreset:
     freeze_encoder: bool = False
     fusion: str = "relation"  # "relation" | "cosine_prototype" (no parameter), see SPMConfig
     fusion_temperature: float = 0.1
-    knn_aggregation: str = "neighbour_softmax"  # | "neighbourhood_means", see SPMConfig
+    knn_aggregation: str = "class_mean_mixture"  # | "neighbour_softmax" | "neighbourhood_means", see SPMConfig
     # the core split (spm_hf.training.core_split): the parameters train on the core rows only, the memory
     # holds every row; None / 0 / None / None: every training row is core
     core_fraction: float | None = None
