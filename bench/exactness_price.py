@@ -48,8 +48,15 @@ MODES = (("class_mean", "class_mean", None), ("knn", "knn", "class_mean_mixture"
          ("knn (neighbourhood means)", "knn", "neighbourhood_means"))
 
 
+# Preset fields that only say how a trained model reads its memory: they leave training alone, so they stay out
+# of the cache digest (measure() sets the reading per mode anyway).
+READING_FIELDS = ("knn_aggregation",)
+
+
 def model_folder(cache_dir: str, preset, fraction: float) -> str:
     settings = asdict(replace(preset, core_fraction=None))
+    for name in READING_FIELDS:
+        del settings[name]
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
     return os.path.join(cache_dir, f"{preset.name}-{digest}", f"core-{fraction:g}")
 
