@@ -441,8 +441,8 @@ def run_scenario(preset: str, scenario_name: str, output_dir: str, cache_dir: st
 
     families = [f for f in FAMILIES if f in selected and (f != "spm-core" or scenario.has_core)]
     # the first family's original: its processor normalises the parametric methods' inputs
-    spm = load(families[0])
-    splits = _Splits(preset, overrides, scenario, spm.image_processor)
+    first_original = load(families[0])
+    splits = _Splits(preset, overrides, scenario, first_original.image_processor)
     print(f"[{scenario_name}] forget {len(splits.sets['forget'][1])}, retain {len(splits.sets['retain'][1])}, "
           f"test {len(splits.sets['test'][1])} samples", flush=True)
 
@@ -456,7 +456,7 @@ def run_scenario(preset: str, scenario_name: str, output_dir: str, cache_dir: st
         oracle_path = path(family, scenario_name, 0)
         oracle = load(family, scenario_name, 0)
         oracles[family] = splits.log_probs(oracle)
-        original = spm if family == families[0] else load(family)
+        original = first_original if family == families[0] else load(family)
         original_probe = splits.probe_embeddings(original)
         pending.append((f"{label}: no unlearning", family, splits.log_probs(original), 0.0, original_probe, {}))
         if family != "parametric":
@@ -640,12 +640,13 @@ def _fmt_seconds(seconds: float) -> str:
 def results_markdown(report: dict) -> str:
     """The scenario's table: one row per method, every metric, the gap beside the seed-gap floor."""
     checks = report["checks"]
+    seed_floor = _seed_floor_text(checks)
     lines = [
         f"### {report['scenario']['name']} ({report['preset']}): forget {report['sizes']['forget']}, "
         f"retain {report['sizes']['retain']}, test {report['sizes']['test']}",
         "",
-        (f"Seed-gap floor (oracle seed 0 vs seed 1, full test set): {_seed_floor_text(checks)}. "
-         if _seed_floor_text(checks) else "No seed-1 oracle in this run, so no seed-gap floor. ")
+        (f"Seed-gap floor (oracle seed 0 vs seed 1, full test set): {seed_floor}. "
+         if seed_floor else "No seed-1 oracle in this run, so no seed-gap floor. ")
         + "Gaps are to the same family's seed-0 oracle.",
         "",
         "| method | UA | RA | TA | MIA | gap (test) | gap forget / retain / test | soft gap (test, nats) "
