@@ -146,3 +146,39 @@ def test_exactness_price_bench_measures_both_memories_in_both_modes(tmp_path):
     # a rerun finds the models in the cache
     again = bench.main(argv)["rows"][1]["memory"]
     assert all(again[m]["knn"] == half["memory"][m]["knn"] for m in again)
+
+
+def test_knn_memory_gain_bench_reads_the_shipped_readings_as_the_model_does(tmp_path):
+    """The sweep's `class_mean`, shipped `knn` (mixture w=0.5 at the model's k, scale 1) and neighbours-only rows
+    must be the model's own accuracies (exactness_price reads them through the forward), and gain = all - core."""
+    import importlib.util
+    import pathlib
+
+    def load(name):
+        path = pathlib.Path(__file__).resolve().parents[1] / "bench" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    price = load("exactness_price").main(
+        ["--preset", "tiny", "--cores", "1.0", "0.5", "--epochs", "1", "--max-train-samples", "300",
+         "--max-test-samples", "40", "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "price"),
+         "--no-progress"])
+    full, half = (row["memory"] for row in price["rows"])
+    k = get_preset("tiny").knn_k
+    gain = load("knn_memory_gain").main(
+        ["--model", price["rows"][0]["folder"], price["rows"][1]["folder"], "--k", str(k), "32", "--scale", "1", "2",
+         "--max-test-samples", "40", "--out", str(tmp_path / "gain")])
+    rows = {row["reading"]: row for row in gain["rows"]}
+    for reading, mode in (("class_mean", "class_mean"), (f"mixture w=0.5 k={k} scale=1", "knn"),
+                          (f"neighbours k={k} scale=1", "knn (neighbours only)")):
+        assert rows[reading]["core 100 % all rows"] == full["all rows"][mode], reading
+        assert rows[reading]["core 50 % all rows"] == half["all rows"][mode], reading
+        assert rows[reading]["core 50 % core only"] == half["core only"][mode], reading
+        assert rows[reading]["gain"] == round(half["all rows"][mode] - half["core only"][mode], 2)
+    assert len(rows) == 1 + 2 * (1 + 2 * 4)  # class_mean; per k: vote + 2 scales x 4 weights
+    assert all(isinstance(row["meets both"], bool) and isinstance(row["frontier"], bool) for row in rows.values())
+    assert "| class_mean" in (tmp_path / "gain" / "knn_memory_gain.md").read_text()
+    with pytest.raises(SystemExit):
+        load("knn_memory_gain").main(["--model", price["rows"][0]["folder"], "--weights", "0"])
