@@ -62,17 +62,15 @@ def model_folder(cache_dir: str, preset, fraction: float) -> str:
 
 
 def train_or_load(folder: str, preset_name: str, overrides: dict, fraction: float, core_seed: int, show_progress: bool):
+    from spm_hf.files import atomic_directory
     from spm_hf.modeling_spm import SPMForImageClassification
     from spm_hf.training.classifier import train_classifier
 
     if not os.path.isfile(os.path.join(folder, "training_summary.json")):
-        tmp = f"{folder}.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
         core = {} if fraction >= 1 else {"core_fraction": fraction, "core_seed": core_seed}
-        train_classifier(preset_name, tmp, show_progress=show_progress, **overrides, **core)
-        shutil.rmtree(os.path.join(tmp, "checkpoints"), ignore_errors=True)
-        shutil.rmtree(folder, ignore_errors=True)
-        os.replace(tmp, folder)
+        with atomic_directory(folder, owned=("*",)) as staging:  # a kill never leaves half a model in the cache
+            train_classifier(preset_name, staging, show_progress=show_progress, **overrides, **core)
+            shutil.rmtree(os.path.join(staging, "checkpoints"), ignore_errors=True)
     with open(os.path.join(folder, "training_summary.json")) as f:
         summary = json.load(f)
     return SPMForImageClassification.from_pretrained(folder).eval(), summary

@@ -144,6 +144,17 @@ def test_resume_from_a_checkpoint_continues_exactly(tmp_path):
     resumed = train_classifier("tiny", str(interrupted), epochs=2, resume=True, **common)
     assert resumed["global_step"] == straight["global_step"] == first["global_step"]
     assert _weights_digest(interrupted) == _weights_digest(tmp_path / "straight")
+    # Crash again after epoch 1, this time during the next checkpoint's save: transformers writes a checkpoint
+    # folder in place, trainer_state.json last, so the kill leaves a folder without it. resume=True must skip
+    # that folder, not load half a checkpoint.
+    shutil.rmtree(checkpoints[-1])
+    (interrupted / "model.safetensors").unlink()
+    half = interrupted / "checkpoints" / "checkpoint-99"
+    half.mkdir()
+    (half / "model.safetensors").write_bytes(b"")
+    resumed = train_classifier("tiny", str(interrupted), epochs=2, resume=True, **common)
+    assert resumed["global_step"] == straight["global_step"]
+    assert _weights_digest(interrupted) == _weights_digest(tmp_path / "straight")
 
 
 DIST_SCRIPT = r"""
@@ -341,6 +352,25 @@ def test_generator_trainer_object_matches_the_wrapper_and_resumes(tmp_path, one_
         assert torch.equal(p, q)
     with pytest.raises(FileNotFoundError, match="holds no checkpoint"):
         GeneratorTrainer(config, str(tmp_path / "empty"), show_progress=False, **data).load("latest")
+
+
+def test_latest_checkpoint_skips_what_a_killed_save_left(tmp_path):
+    """resume="latest" takes the newest *complete* checkpoint: a folder whose name only starts like one
+    (`checkpoint-0000006.tmp-1234` also ends in a digit, which the old glob matched), one without
+    checkpoint.json (written last) and a plain file are not checkpoints, and steps compare as numbers."""
+    checkpoints = tmp_path / "checkpoints"
+    for name in ("checkpoint-0000002", "checkpoint-0000004"):
+        (checkpoints / name).mkdir(parents=True)
+        (checkpoints / name / "checkpoint.json").write_text("{}")
+    (checkpoints / "checkpoint-0000006.tmp-1234").mkdir()
+    (checkpoints / "checkpoint-0000006.tmp-1234" / "checkpoint.json").write_text("{}")
+    (checkpoints / "checkpoint-0000008").mkdir()  # half written: no checkpoint.json yet
+    (checkpoints / "checkpoint-0000010").write_text("not a folder")
+    assert latest_checkpoint(str(tmp_path)) == str(checkpoints / "checkpoint-0000004")
+    # the step is a number, not a string: 10000000 sorts after 9999999 however the names are padded
+    (checkpoints / "checkpoint-10000000").mkdir()
+    (checkpoints / "checkpoint-10000000" / "checkpoint.json").write_text("{}")
+    assert latest_checkpoint(str(tmp_path)) == str(checkpoints / "checkpoint-10000000")
 
 
 def test_generator_trainer_sets_its_own_mixed_precision_after_another_run(tmp_path, one_thread):

@@ -460,3 +460,41 @@ def _fsync_dir(path: str) -> None:
         pass
     finally:
         os.close(fd)
+
+
+# ---------------------------------------------------------------------- training checkpoints
+_CHECKPOINT = re.compile(r"checkpoint-(\d+)")
+
+
+def checkpoint_folders(folder) -> list[str]:
+    """The `checkpoint-<step>` folders in `folder`, oldest step first (steps compare as numbers, so the
+    names' zero padding does not matter); [] if `folder` does not exist."""
+    try:
+        entries = os.listdir(folder)
+    except FileNotFoundError:
+        return []
+    steps = {int(m.group(1)): name for name in entries
+             if (m := _CHECKPOINT.fullmatch(name)) and os.path.isdir(os.path.join(folder, name))}
+    return [os.path.join(folder, steps[step]) for step in sorted(steps)]
+
+
+def latest_complete_checkpoint(folder, marker: str) -> str | None:
+    """The highest-step checkpoint folder in `folder` (`checkpoint_folders`) that holds `marker`, the file its
+    writer writes last (a `.json` marker must also parse); None if there is none. A save killed part-way
+    leaves a folder without the marker (or a staging folder whose name only starts like a checkpoint's):
+    resuming from it would load half a checkpoint."""
+    complete = [path for path in checkpoint_folders(folder) if _is_complete_marker(os.path.join(path, marker))]
+    return complete[-1] if complete else None
+
+
+def _is_complete_marker(path: str) -> bool:
+    if not os.path.isfile(path):
+        return False
+    if not path.endswith(".json"):
+        return True
+    try:
+        with open(path, encoding="utf-8") as f:
+            json.load(f)
+    except (OSError, ValueError):  # a kill while the marker itself was written
+        return False
+    return True

@@ -56,7 +56,7 @@ import torch
 from ..baselines.parametric import ParametricForImageClassification
 from ..baselines.unlearning import DEFAULTS, UNLEARNING_METHODS
 from ..data import as_uint8_tensors, label_names, load_image_dataset
-from ..files import write_atomic, write_figure, write_json
+from ..files import atomic_directory, write_atomic, write_figure, write_json
 from ..image_processing_spm import normalize_uint8
 from ..modeling_spm import SPMForImageClassification
 from ..training.classifier import get_preset, train_classifier
@@ -269,13 +269,11 @@ def _train_spec(spec: ModelSpec, root: str, preset: str, overrides: dict | None,
         labels = torch.tensor(subset["label"], dtype=torch.long)  # labels and ids only: no image decoding
         exclude = SCENARIOS[spec.scenario].forget_indices(labels, label_names(data), subset["sample_id"]).tolist()
     core = SCENARIOS[spec.core].core_settings() if spec.core is not None else {}
-    tmp = f"{final}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    train_classifier(preset, tmp, parametric=spec.family == "parametric", show_progress=show_progress,
-                     exclude_indices=exclude, **{**(overrides or {}), **core, "seed": spec.seed})
-    shutil.rmtree(os.path.join(tmp, "checkpoints"), ignore_errors=True)  # the final weights are all we keep
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
+    # trained in a staging folder that replaces `final` in one step: a kill never leaves half a model there
+    with atomic_directory(final, owned=("*",)) as staging:
+        train_classifier(preset, staging, parametric=spec.family == "parametric", show_progress=show_progress,
+                         exclude_indices=exclude, **{**(overrides or {}), **core, "seed": spec.seed})
+        shutil.rmtree(os.path.join(staging, "checkpoints"), ignore_errors=True)  # the final weights are all we keep
     return final
 
 

@@ -17,11 +17,11 @@ from dataclasses import asdict, replace
 import torch
 import torch.nn.functional as F
 from transformers import AutoConfig, AutoImageProcessor, Trainer, TrainerCallback, TrainingArguments
-from transformers.trainer_utils import TrainOutput, get_last_checkpoint
+from transformers.trainer_utils import TrainOutput
 
 from ..baselines.parametric import ParametricForImageClassification
 from ..configuration_spm import SPMConfig
-from ..files import write_json
+from ..files import latest_complete_checkpoint, write_json
 from ..data import as_uint8_tensors, dataset_record, label_names, load_image_dataset
 from ..image_processing_spm import make_image_processor, normalization_statistics, normalize_uint8
 from ..evaluation.classifier import evaluate_classifier
@@ -227,7 +227,10 @@ def train_classifier(
     )
     resume_from = None
     if resume:
-        resume_from = resume if isinstance(resume, str) else get_last_checkpoint(checkpoint_dir)
+        # not transformers' get_last_checkpoint: Trainer writes a checkpoint folder in place, trainer_state.json
+        # last, and a kill during that save leaves a folder get_last_checkpoint would pick
+        resume_from = (resume if isinstance(resume, str)
+                       else latest_complete_checkpoint(checkpoint_dir, "trainer_state.json"))
         if resume_from is None:
             raise FileNotFoundError(f"no checkpoint to resume from in {checkpoint_dir}")
     start = time.perf_counter()

@@ -27,7 +27,6 @@ and an `ImageSampleMemory` of the training images (`trained_on=True`) are saved 
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import shutil
@@ -46,7 +45,7 @@ from tqdm.auto import tqdm
 
 from ..data import as_uint8_tensors, dataset_record, label_names, load_image_dataset
 from ..evaluation.grids import sample_grid
-from ..files import write_atomic, write_json
+from ..files import atomic_directory, checkpoint_folders, latest_complete_checkpoint, write_atomic, write_json
 from ..generation.memory_component import ImageSampleMemory
 from ..generation.pipeline_spm import SPMDiffusionPipeline, make_noise_scheduler
 from ..generation.unet_spm import UNET_ARCHITECTURES, SPMUNet2DModel, label_directions
@@ -100,9 +99,12 @@ class _TrainState:
 
 
 def _save_checkpoint(path: str, unet, optimizer, ema, state: _TrainState, config: GeneratorTrainingConfig) -> None:
-    tmp = path + ".tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
+    # one step: a kill leaves the old folder (a re-save of the same step) or none, never half of one
+    with atomic_directory(path, owned=("*",)) as tmp:
+        _write_checkpoint(tmp, unet, optimizer, ema, state, config)
+
+
+def _write_checkpoint(tmp: str, unet, optimizer, ema, state: _TrainState, config: GeneratorTrainingConfig) -> None:
     unet.save_pretrained(os.path.join(tmp, "unet"))
     ema_sd = ema.state_dict()
     shadow = {f"shadow.{i}": t.detach().cpu().contiguous() for i, t in enumerate(ema_sd.pop("shadow_params"))}
@@ -122,8 +124,6 @@ def _save_checkpoint(path: str, unet, optimizer, ema, state: _TrainState, config
     }
     with open(os.path.join(tmp, "checkpoint.json"), "w") as f:
         json.dump(meta, f, indent=1)
-    shutil.rmtree(path, ignore_errors=True)
-    os.replace(tmp, path)
 
 
 def _load_checkpoint(path: str, unet, optimizer, ema, state: _TrainState) -> None:
@@ -160,8 +160,8 @@ def _truncate_train_log(log_path: str, step: int) -> None:
 
 
 def latest_checkpoint(output_dir: str) -> str | None:
-    found = sorted(glob.glob(os.path.join(output_dir, "checkpoints", "checkpoint-*[0-9]")))
-    return found[-1] if found else None
+    """The newest complete checkpoint in `<output_dir>/checkpoints` (one with its checkpoint.json), or None."""
+    return latest_complete_checkpoint(os.path.join(output_dir, "checkpoints"), "checkpoint.json")
 
 
 EXEMPLAR_LOGIT_SCALE = 10.0
@@ -315,7 +315,7 @@ class GeneratorTrainer:
         if self.is_main:
             self.state.seconds = seconds
             _save_checkpoint(path, self.unet_model, self.optimizer, self.ema, self.state, self.config)
-            found = sorted(glob.glob(os.path.join(ckpt_dir, "checkpoint-*[0-9]")))
+            found = checkpoint_folders(ckpt_dir)
             for old in found[: -self.config.checkpoints_total_limit]:
                 shutil.rmtree(old, ignore_errors=True)
         return path
