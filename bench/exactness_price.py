@@ -57,6 +57,8 @@ def model_folder(cache_dir: str, preset, fraction: float) -> str:
     settings = asdict(replace(preset, core_fraction=None))
     for name in READING_FIELDS:
         del settings[name]
+    if settings["episode_reading"] == "class_mean":  # added after models were cached: at its default it stays
+        del settings["episode_reading"]              # out, so those folders keep their names
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
     return os.path.join(cache_dir, f"{preset.name}-{digest}", f"core-{fraction:g}")
 
@@ -168,6 +170,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--epochs", type=float)
     parser.add_argument("--max-train-samples", type=int, help="the training and memory subset")
     parser.add_argument("--max-test-samples", type=int)
+    parser.add_argument("--episode-reading", choices=["class_mean", "knn"],
+                        help="how training reads a batch (default: the preset's, class_mean); knn: training in knn mode")
     parser.add_argument("--equal-steps", action="store_true",
                         help="train a core of fraction F for epochs / F epochs (the full model's number of steps)")
     parser.add_argument("--reference-accuracy", type=float, default=None,
@@ -188,7 +192,8 @@ def main(argv=None) -> dict:
         parser.error(f"--cores must be fractions in (0, 1], got {args.cores}")
     overrides = {k: v for k, v in {"epochs": args.epochs, "max_train_samples": args.max_train_samples,
                                    "memory_samples": args.max_train_samples,
-                                   "max_test_samples": args.max_test_samples}.items() if v is not None}
+                                   "max_test_samples": args.max_test_samples,
+                                   "episode_reading": args.episode_reading}.items() if v is not None}
     preset = get_preset(args.preset, **overrides)
     data = load_image_dataset(preset.dataset, splits=("test",), image_column=preset.image_column,
                               label_column=preset.label_column)

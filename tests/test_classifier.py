@@ -20,7 +20,7 @@ from spm_hf import (
 )
 from spm_hf.data import tensors_to_dataset
 from spm_hf.memory import MEMORY_WEIGHTS_NAME
-from spm_hf.modeling_spm import leave_one_out_prototypes
+from spm_hf.modeling_spm import leave_one_out_neighbours, leave_one_out_prototypes, neighbour_softmax_log_probs
 
 
 def assert_same_logprobs(a: torch.Tensor, b: torch.Tensor, atol: float = 1e-5) -> None:
@@ -190,6 +190,45 @@ def test_episodic_inputs_support_set_and_leave_one_out(images):
     e = torch.randn(4, 3)
     protos, present = leave_one_out_prototypes(e, torch.tensor([0, 0, 0, 1]), 2)
     assert torch.allclose(protos[0, 0], (e[1] + e[2]) / 2) and not present[3, 1] and present[3, 0]
+
+
+def test_training_in_knn_mode_reads_each_query_against_its_nearest_batch_mates(images):
+    """`episode_reading="knn"`: a leave-one-out batch is read as `knn` mode reads the memory, with the batch
+    (each query itself left out) as the memory."""
+    torch.manual_seed(0)
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    model = SPMForImageClassification(make_config(episode_reading="knn", knn_k=3,
+                                                  knn_aggregation="neighbour_softmax")).eval()
+    with torch.no_grad():
+        out = model(images, labels=labels, leave_one_out=True)
+        e = model.encoder(images)
+        distances = torch.cdist(e, e) ** 2
+        for i in range(len(images)):
+            others = [j for j in distances[i].argsort().tolist() if j != i][:3]  # nearest first, never itself
+            assert leave_one_out_neighbours(e, 3)[i].tolist() == others
+            expected = neighbour_softmax_log_probs(model.fusion, e[i:i + 1], e[others].unsqueeze(0),
+                                                   labels[others].unsqueeze(0), len(CLASSES))
+            assert_same_logprobs(out.logits[i:i + 1], expected)
+        # the mixture averages that with the batch's leave-one-out class means
+        model.config.knn_aggregation = "class_mean_mixture"
+        mixed = model(images, labels=labels, leave_one_out=True).logits
+        class_mean = model.fusion(e, *leave_one_out_prototypes(e, labels, len(CLASSES)))
+        assert_same_logprobs(mixed.exp(), (class_mean.exp() + out.logits.exp()) / 2)
+        # k larger than the batch: every other sample; a batch of one: nothing to read, loss skips it
+        model.config.knn_k = 64
+        assert leave_one_out_neighbours(e, 64).shape == (6, 5)
+        alone = model(images[:1], labels=labels[:1], leave_one_out=True)
+        assert alone.loss == 0 and alone.loss_mask.tolist() == [0]
+    model.train()
+    loss = model(images, labels=labels, leave_one_out=True).loss
+    loss.backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+    with pytest.raises(ValueError, match="episode_reading"):
+        make_config(episode_reading="neighbours")
+    model.config.episode_reading = "nearest"  # set on a loaded config: refused before the forward reads it
+    with pytest.raises(ValueError, match="episode_reading"):
+        model(images, labels=labels, leave_one_out=True)
 
 
 def test_training_step_gives_finite_gradients_with_absent_classes(images):

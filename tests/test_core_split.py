@@ -64,17 +64,19 @@ def test_core_ids_file_and_bad_core_settings(tmp_path):
         core_mask(IDS[:4], torch.zeros(4, dtype=torch.long), ["ant"], exclude_classes=["ant"])
 
 
-@pytest.fixture(scope="module")
-def exact_pair(tmp_path_factory):
+@pytest.fixture(scope="module", params=["class_mean", "knn"])
+def exact_pair(tmp_path_factory, request):
     """A model trained on D with a core, one trained from scratch on D minus U (memory-only rows), and a
-    control trained without one core row."""
+    control trained without one core row; trained reading each batch by class means, and in knn mode."""
     root = tmp_path_factory.mktemp("core")
     core = core_mask(IDS, **CORE)
     forget = torch.nonzero(~core).flatten()[::3].tolist()
-    full = train_classifier("tiny", str(root / "full"), **COMMON)
-    without = train_classifier("tiny", str(root / "without"), exclude_indices=forget, **COMMON)
+    common = {**COMMON, "episode_reading": request.param}
+    full = train_classifier("tiny", str(root / "full"), **common)
+    without = train_classifier("tiny", str(root / "without"), exclude_indices=forget, **common)
     one_core_row = torch.nonzero(core).flatten()[:1].tolist()
-    control = train_classifier("tiny", str(root / "control"), exclude_indices=one_core_row, evaluate=False, **COMMON)
+    control = train_classifier("tiny", str(root / "control"), exclude_indices=one_core_row, evaluate=False, **common)
+    assert json.loads((root / "full" / "config.json").read_text())["episode_reading"] == request.param
     return root, forget, full, without, control
 
 

@@ -373,6 +373,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--core-seed", type=int, metavar="S", help="the key of --core-fraction's hash (default 0)")
     p.add_argument("--core-ids", metavar="FILE", help="the core as a file of sample ids, one a line")
     p.add_argument("--support", choices=["batch", "separate"], help="episodic support variant")
+    p.add_argument("--episode-reading", choices=["class_mean", "knn"],
+                   help="with --support batch: read each query against the batch's class means (default) or its "
+                   "knn_k nearest batch-mates, as knn mode reads the memory (training in knn mode)")
     p.add_argument("--support-size", type=int)
     p.add_argument("--max-train-samples", type=int)
     p.add_argument("--max-test-samples", type=int)

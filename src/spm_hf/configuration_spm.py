@@ -22,6 +22,7 @@ MEMORY_MODES = ("class_mean", "knn")
 KNN_BACKENDS = ("torch", "faiss")
 # How `knn` mode turns a query's neighbours into class probabilities (see SPMConfig's docstring).
 KNN_AGGREGATIONS = ("class_mean_mixture", "neighbour_softmax", "neighbourhood_means")
+EPISODE_READINGS = ("class_mean", "knn")
 FUSION_SIMILARITIES = ("dot", "cosine")
 # "relation": the paper's pairwise relation experts (learned); "cosine_prototype": no parameter at all, the
 # cosine of the query embedding and each prototype over a fixed temperature.
@@ -153,6 +154,10 @@ class SPMConfig(PreTrainedConfig):
             CIFAR-10 it reads above either alone); `"neighbourhood_means"` (the authors')
             averages each class's neighbours into one prototype, so a class with one stray neighbour weighs as
             much as one with fifty.
+        episode_reading (`str`, defaults to `"class_mean"`): how a training batch used as its own support
+            (`forward(..., leave_one_out=True)`) is read: `"class_mean"` (each query against the batch's class
+            means, its own sample left out) or `"knn"` (each query against its `knn_k` nearest batch-mates,
+            itself left out, read as `knn_aggregation` says: training in `knn` mode).
         core_ids_digest (`str`, *optional*): SHA-256 of the sorted ids of the core rows the parameters were
             trained on (`spm_hf.training.core_split`), recorded by training; the ids themselves are not.
         core_size (`int`, *optional*): the number of core rows.
@@ -180,6 +185,7 @@ class SPMConfig(PreTrainedConfig):
         knn_k: int = 64,
         knn_backend: str = "torch",
         knn_aggregation: str = "class_mean_mixture",
+        episode_reading: str = "class_mean",
         backbone_config: PreTrainedConfig | dict | None = None,
         backbone: str | None = None,
         use_pretrained_backbone: bool = True,
@@ -245,6 +251,7 @@ class SPMConfig(PreTrainedConfig):
         self.knn_k = knn_k
         self.knn_backend = knn_backend
         self.knn_aggregation = knn_aggregation
+        self.episode_reading = episode_reading
         self.check_memory_settings()
         super().__init__(**kwargs)
         self.check_problem_type()
@@ -267,14 +274,15 @@ class SPMConfig(PreTrainedConfig):
             )
 
     def check_memory_settings(self) -> None:
-        """Raise a `ValueError` / `TypeError` naming the setting unless `memory_mode`, `knn_k`, `knn_backend`
-        and `knn_aggregation` are valid. The model calls it before every memory read, since these may be
+        """Raise a `ValueError` / `TypeError` naming the setting unless `memory_mode`, `knn_k`, `knn_backend`,
+        `knn_aggregation` and `episode_reading` are valid. The model calls it before every memory read, since these may be
         changed on a loaded model (`model.config.memory_mode = "knn"`)."""
         check_choice("memory_mode", self.memory_mode, MEMORY_MODES)
         check_int("knn_k", self.knn_k)
         check_choice("knn_backend", self.knn_backend, KNN_BACKENDS)
         check_choice("knn_aggregation", self.knn_aggregation, KNN_AGGREGATIONS)
+        check_choice("episode_reading", self.episode_reading, EPISODE_READINGS)
 
 
-__all__ = ["SPMConfig", "ENCODER_PRESETS", "BACKBONE_POOLINGS", "FUSIONS", "KNN_AGGREGATIONS", "KNN_BACKENDS",
+__all__ = ["SPMConfig", "ENCODER_PRESETS", "BACKBONE_POOLINGS", "EPISODE_READINGS", "FUSIONS", "KNN_AGGREGATIONS", "KNN_BACKENDS",
            "MEMORY_MODES", "backbone_embed_dim"]

@@ -260,6 +260,17 @@ def leave_one_out_prototypes(
     return prototypes, per_query_counts > 0
 
 
+def leave_one_out_neighbours(embeddings: torch.Tensor, k: int) -> torch.Tensor:
+    """(B, min(k, B - 1)) indices of each row's nearest other rows of `embeddings` (B, D), nearest first, by
+    squared L2 as the memory's search; a row is never its own neighbour. The choice carries no gradient."""
+    with torch.no_grad():
+        flat = embeddings.detach().float()
+        squared = flat.pow(2).sum(1)
+        distances = squared.unsqueeze(1) + squared.unsqueeze(0) - 2.0 * flat @ flat.T
+        distances.fill_diagonal_(float("inf"))
+        return distances.topk(min(k, embeddings.shape[0] - 1), dim=1, largest=False).indices
+
+
 def neighbourhood_prototypes(
     neighbor_values: torch.Tensor, neighbor_labels: torch.Tensor, num_classes: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -572,6 +583,7 @@ class SPMForImageClassification(SPMHubMixin, SPMPreTrainedModel):
         elif leave_one_out:
             if labels is None:
                 raise ValueError("leave_one_out=True needs labels")
+            self.config.check_memory_settings()  # episode_reading, and knn_k / knn_aggregation it reads by
         else:
             self.config.check_memory_settings()
 
@@ -650,6 +662,8 @@ class SPMForImageClassification(SPMHubMixin, SPMPreTrainedModel):
             embeddings = self.encoder(pixel_values)
             if support_embeddings is not None:
                 prototypes, present = class_prototypes(support_embeddings, support_labels, num_classes)
+            elif leave_one_out and self.config.episode_reading == "knn":
+                logits = self._leave_one_out_knn_log_probs(embeddings, labels)
             elif leave_one_out:
                 prototypes, present = leave_one_out_prototypes(embeddings, labels, num_classes)
             else:
@@ -687,14 +701,31 @@ class SPMForImageClassification(SPMHubMixin, SPMPreTrainedModel):
                           if self.config.knn_aggregation == "class_mean_mixture" else None)
         neighbor_values = neighbours.values.to(embeddings)  # (B, k, D)
         neighbor_labels = neighbours.labels.to(embeddings.device)
+        return self._knn_log_probs(embeddings, neighbor_values, neighbor_labels, class_mean), neighbours.keys
+
+    def _knn_log_probs(self, embeddings, neighbor_values, neighbor_labels, class_mean):
+        """`knn` mode's (B, C) log-probabilities from each query's neighbours (B, k, D) / (B, k), read as
+        `config.knn_aggregation` says; `class_mean` (B, C) is `class_mean` mode's for the mixture, else None."""
         if self.config.knn_aggregation == "neighbourhood_means":
             prototypes, present = neighbourhood_prototypes(neighbor_values, neighbor_labels, self.config.num_labels)
-            return self.fusion(embeddings, prototypes, present), neighbours.keys
+            return self.fusion(embeddings, prototypes, present)
         local = neighbour_softmax_log_probs(self.fusion, embeddings, neighbor_values, neighbor_labels,
                                             self.config.num_labels)
         if class_mean is not None:  # p = (p_class_mean + p_neighbours) / 2
-            return torch.logsumexp(torch.stack([class_mean, local]), dim=0) - math.log(2.0), neighbours.keys
-        return local, neighbours.keys
+            return torch.logsumexp(torch.stack([class_mean, local]), dim=0) - math.log(2.0)
+        return local
+
+    def _leave_one_out_knn_log_probs(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Training in `knn` mode (`episode_reading="knn"`): each query read against its `knn_k` nearest
+        batch-mates, itself left out, as `knn` mode reads the memory (and the batch's leave-one-out class
+        means for the mixture). embeddings (B, D), labels (B,) -> (B, C); gradients reach the neighbours too."""
+        if embeddings.shape[0] < 2:  # nobody else in the batch: no class can be scored (the loss skips it)
+            return embeddings.new_full((embeddings.shape[0], self.config.num_labels), float("-inf"))
+        neighbour_index = leave_one_out_neighbours(embeddings, self.config.knn_k)
+        class_mean = None
+        if self.config.knn_aggregation == "class_mean_mixture":
+            class_mean = self.fusion(embeddings, *leave_one_out_prototypes(embeddings, labels, self.config.num_labels))
+        return self._knn_log_probs(embeddings, embeddings[neighbour_index], labels[neighbour_index], class_mean)
 
     def _class_mean_log_probs(self, memory: SampleMemory, embeddings: torch.Tensor) -> torch.Tensor:
         """(B, C) log-probabilities of `class_mean` mode: the fusion over the memory's class means."""

@@ -215,7 +215,7 @@ def _preset(preset: str, overrides: dict | None):
 _FIELDS_COUNTED_WHEN_SET = (
     "image_column", "label_column", "backbone", "use_pretrained_backbone", "freeze_encoder", "fusion",
     "fusion_temperature", "knn_aggregation", "core_fraction", "core_seed", "core_ids", "core_exclude_classes",
-    "mixed_precision",
+    "mixed_precision", "episode_reading",
 )
 
 

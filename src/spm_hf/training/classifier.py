@@ -68,6 +68,7 @@ def build_model(preset: ClassifierPreset, names: list[str], num_channels: int, i
         freeze_encoder=preset.freeze_encoder,
         knn_k=preset.knn_k,
         knn_aggregation=preset.knn_aggregation,
+        episode_reading=preset.episode_reading,
         fusion=preset.fusion,
         fusion_temperature=preset.fusion_temperature,
         fusion_similarity=preset.fusion_similarity,

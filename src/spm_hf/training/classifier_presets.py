@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from .commands import reproduce_command as command_line
+from ..configuration_spm import EPISODE_READINGS
 from .core_split import check_core_settings
 
 
@@ -35,6 +36,9 @@ class ClassifierPreset:
     schedule: str = "onecycle"  # "onecycle" | "multistep" (the paper: x0.1 at 36% and 91% of training)
     support: str = "batch"  # "batch" (leave-one-out) | "separate" (the paper's 1024-image support)
     support_size: int = 1024
+    # how a "batch" support is read in training: "class_mean" | "knn" (each query's knn_k nearest batch-mates,
+    # read as knn_aggregation says), see SPMConfig.episode_reading
+    episode_reading: str = "class_mean"
     permute_labels: bool = True
     augment: bool = True  # random crop + horizontal flip (CIFAR); off for digits, which a flip changes
     max_train_samples: int | None = None
@@ -67,6 +71,7 @@ class ClassifierPreset:
             ("schedule", self.schedule, SCHEDULES),
             ("support", self.support, SUPPORT_VARIANTS),
             ("mixed_precision", self.mixed_precision, MIXED_PRECISION),
+            ("episode_reading", self.episode_reading, EPISODE_READINGS),
         ):
             if value not in allowed:
                 raise ValueError(f"ClassifierPreset {self.name!r}: {name}={value!r}; choose one of {list(allowed)}")
@@ -124,7 +129,7 @@ def get_preset(name: str, **overrides) -> ClassifierPreset:
 COMMAND_LINE_FIELDS = {
     "dataset": "--dataset", "image_column": "--image-column", "label_column": "--label-column",
     "epochs": "--epochs", "batch_size": "--batch-size", "encoder": "--encoder", "support": "--support",
-    "support_size": "--support-size", "max_train_samples": "--max-train-samples",
+    "support_size": "--support-size", "episode_reading": "--episode-reading", "max_train_samples": "--max-train-samples",
     "max_test_samples": "--max-test-samples", "seed": "--seed",
     "backbone": "--backbone", "fusion": "--fusion", "core_fraction": "--core-fraction", "core_seed": "--core-seed",
     "core_ids": "--core-ids",
