@@ -580,11 +580,9 @@ class SPMForImageClassification(SPMHubMixin, SPMPreTrainedModel):
                     raise ValueError("support_embeddings holds NaN or infinite values")
                 support = support_embeddings.shape[0]
             self._check_labels("support_labels", support_labels, support)
-        elif leave_one_out:
-            if labels is None:
+        else:  # the memory is read, or the batch as knn mode reads the memory (episode_reading)
+            if leave_one_out and labels is None:
                 raise ValueError("leave_one_out=True needs labels")
-            self.config.check_memory_settings()  # episode_reading, and knn_k / knn_aggregation it reads by
-        else:
             self.config.check_memory_settings()
 
     def forward(
