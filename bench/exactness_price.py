@@ -25,7 +25,8 @@ table and these checks (reported, not asserted): the better mode at the middle c
 `--epochs`, `--max-train-samples` (also the memory subset) and `--max-test-samples` override the preset,
 e.g. `--preset tiny --max-train-samples 10000 --max-test-samples 2000 --epochs 8` for a run of minutes.
 With `--equal-steps` a core of fraction F trains `epochs / F` epochs: the same number of optimizer steps,
-so about the same time budget, as the full-data model.
+so about the same time budget, as the full-data model. `--episode-reading knn` trains in `knn` mode
+(`SPMConfig.episode_reading`); at its default, `class_mean`, the cache folders are those of earlier runs.
 """
 
 from __future__ import annotations
