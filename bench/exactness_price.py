@@ -32,14 +32,13 @@ so about the same time budget, as the full-data model. `--episode-reading knn` t
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import platform
 import shutil
 import statistics
 import time
-from dataclasses import asdict, replace
+from dataclasses import replace
 
 import torch
 
@@ -52,15 +51,15 @@ MODES = (("class_mean", "class_mean", None), ("knn", "knn", "class_mean_mixture"
 # Preset fields that only say how a trained model reads its memory: they leave training alone, so they stay out
 # of the cache digest (measure() sets the reading per mode anyway).
 READING_FIELDS = ("knn_aggregation",)
+# Preset fields added after this script's models were cached: they count only when set.
+FIELDS_COUNTED_WHEN_SET = ("episode_reading",)
 
 
 def model_folder(cache_dir: str, preset, fraction: float) -> str:
-    settings = asdict(replace(preset, core_fraction=None))
-    for name in READING_FIELDS:
-        del settings[name]
-    if settings["episode_reading"] == "class_mean":  # added after models were cached: at its default it stays
-        del settings["episode_reading"]              # out, so those folders keep their names
-    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
+    from spm_hf.evaluation.benchmark import preset_digest
+
+    digest = preset_digest(replace(preset, core_fraction=None), counted_when_set=FIELDS_COUNTED_WHEN_SET,
+                           left_out=READING_FIELDS)
     return os.path.join(cache_dir, f"{preset.name}-{digest}", f"core-{fraction:g}")
 
 

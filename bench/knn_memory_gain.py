@@ -43,17 +43,19 @@ def sharper(fusion, factor: float):
     if hasattr(fusion, "logit_scale"):
         saved = fusion.logit_scale.data.clone()
         fusion.logit_scale.data += math.log(factor)
-        try:
-            yield
-        finally:
+
+        def restore():
             fusion.logit_scale.data = saved
     else:
         saved = fusion.temperature
         fusion.temperature = saved / factor
-        try:
-            yield
-        finally:
+
+        def restore():
             fusion.temperature = saved
+    try:
+        yield
+    finally:
+        restore()
 
 
 @torch.no_grad()
@@ -107,14 +109,11 @@ def main(argv=None) -> dict:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    columns, readings = [], None
-    test = None
+    images, labels, _ = as_uint8_tensors(load_image_dataset(args.dataset, splits=("test",))["test"],
+                                         limit=args.max_test_samples)
+    columns = []
     for folder in args.model:
         model = SPMForImageClassification.from_pretrained(folder).eval()
-        if test is None:
-            data = load_image_dataset(args.dataset, splits=("test",))
-            test = as_uint8_tensors(data["test"], limit=args.max_test_samples)
-        images, labels, _ = test
         with torch.no_grad():
             queries = torch.cat([model.encode(normalize_uint8(images[i:i + 500], model.image_processor))
                                  for i in range(0, len(images), 500)])
@@ -128,7 +127,6 @@ def main(argv=None) -> dict:
             core.forget(ids=memory_only)
             column["core only"] = correct_per_reading(model, queries, labels, core, args.k, args.scale, args.weights)
         columns.append(column)
-        readings = list(column["all rows"])
         print(f"read {folder} ({core_share}, {len(memory_only)} memory-only rows)", flush=True)
 
     def pct(correct):
@@ -136,7 +134,7 @@ def main(argv=None) -> dict:
 
     last = columns[-1]
     rows = []
-    for name in readings:
+    for name in last["all rows"]:
         row = {"reading": name}
         for column in columns:
             row[f"{column['core']} all rows"] = pct(column["all rows"][name])
@@ -165,11 +163,11 @@ def main(argv=None) -> dict:
             ("yes" if row[k] else "no") if isinstance(row[k], bool) else f"{row[k]:.2f}" for k in keys) + " |")
     machine = (f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
                f"{torch.get_num_threads()} threads")
-    lines += ["", f"{len(test[1])} test images; models: " + ", ".join(f"{c['core']}: `{c['model']}`" for c in columns)
+    lines += ["", f"{len(labels)} test images; models: " + ", ".join(f"{c['core']}: `{c['model']}`" for c in columns)
               + f". Machine: {machine}."]
     text = "\n".join(lines) + "\n"
     results = {"rows": rows, "models": [{"model": c["model"], "core": c["core"]} for c in columns],
-               "test_images": len(test[1]), "machine": machine}
+               "test_images": len(labels), "machine": machine}
     os.makedirs(args.out, exist_ok=True)
     write_json(os.path.join(args.out, "knn_memory_gain.json"), results)
     write_atomic(os.path.join(args.out, "knn_memory_gain.md"), text)

@@ -162,6 +162,11 @@ def _as_labels(labels, n: int, num_classes: int, label_names: list[str]) -> torc
     return tensor
 
 
+def squared_distances(queries: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """(B, N) squared L2 distances between queries (B, D) and values (N, D): the exact search's metric."""
+    return queries.pow(2).sum(1, keepdim=True) - 2.0 * queries @ values.T + values.pow(2).sum(1).unsqueeze(0)
+
+
 class Neighbours(NamedTuple):
     """What `SampleMemory.nearest` returns: for each query its k nearest memory entries, nearest first."""
 
@@ -1027,12 +1032,7 @@ class SampleMemory:
         with self._lock:
             k = min(int(k), self._n)
             if backend == "torch":
-                values = self.values.to(queries.dtype)
-                d2 = (
-                    queries.pow(2).sum(1, keepdim=True)
-                    - 2.0 * queries @ values.T
-                    + values.pow(2).sum(1).unsqueeze(0)
-                )
+                d2 = squared_distances(queries, self.values.to(queries.dtype))
                 dist, rows = torch.topk(d2, k, dim=1, largest=False, sorted=True)
                 # keys live in a numpy array: one copy of the (B, k) rows to the CPU and the keys back
                 keys = torch.from_numpy(self._keys[rows.cpu().numpy()]).to(queries.device)

@@ -37,7 +37,7 @@ from .configuration_spm import SPMConfig
 from .files import reading_directory
 from .hub import SPMHubMixin
 from .image_processing_spm import images_to_tensor, load_image_processor
-from .memory import MEMORY_CONFIG_NAME, MEMORY_WEIGHTS_NAME, MemoryShapeError, SampleMemory
+from .memory import MEMORY_CONFIG_NAME, MEMORY_WEIGHTS_NAME, MemoryShapeError, SampleMemory, squared_distances
 
 
 logger = logging.get_logger(__name__)
@@ -265,8 +265,7 @@ def leave_one_out_neighbours(embeddings: torch.Tensor, k: int) -> torch.Tensor:
     squared L2 as the memory's search; a row is never its own neighbour. The choice carries no gradient."""
     with torch.no_grad():
         flat = embeddings.detach().float()
-        squared = flat.pow(2).sum(1)
-        distances = squared.unsqueeze(1) + squared.unsqueeze(0) - 2.0 * flat @ flat.T
+        distances = squared_distances(flat, flat)
         distances.fill_diagonal_(float("inf"))
         return distances.topk(min(k, embeddings.shape[0] - 1), dim=1, largest=False).indices
 

@@ -219,16 +219,25 @@ _FIELDS_COUNTED_WHEN_SET = (
 )
 
 
-def cache_root(cache_dir: str, preset: str, overrides: dict | None = None) -> str:
-    """`<cache_dir>/<preset>-<8 hex of the preset's settings>`: another setting never reuses a model."""
-    settings = asdict(replace(_preset(preset, overrides), seed=0))
-    # Fields added to ClassifierPreset after models were cached count only when set, so that the caches of
-    # runs that predate them stay valid. (The core split of a model is in its folder name, `ModelSpec.name`.)
+def preset_digest(preset: ClassifierPreset, counted_when_set=(), left_out=()) -> str:
+    """8 hex of a preset's settings, the name of a cache of models trained with them. The fields
+    `counted_when_set` count only where they differ from their default: fields added to ClassifierPreset
+    after models were cached, so that the caches of runs that predate them stay valid. The fields
+    `left_out` never count."""
+    settings = asdict(preset)
     defaults = {f.name: f.default for f in dataclasses.fields(ClassifierPreset)}
-    for name in _FIELDS_COUNTED_WHEN_SET:
+    for name in left_out:
+        del settings[name]
+    for name in counted_when_set:
         if settings.get(name) == defaults[name]:
             del settings[name]
-    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def cache_root(cache_dir: str, preset: str, overrides: dict | None = None) -> str:
+    """`<cache_dir>/<preset>-<8 hex of the preset's settings>`: another setting never reuses a model.
+    (The seed and core split of a model are in its folder name, `ModelSpec.name`.)"""
+    digest = preset_digest(replace(_preset(preset, overrides), seed=0), counted_when_set=_FIELDS_COUNTED_WHEN_SET)
     return os.path.join(cache_dir, f"{preset}-{digest}")
 
 
